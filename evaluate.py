@@ -1,0 +1,98 @@
+"""Scores a checkpoint on exactly the test split that its training run held out.
+
+    python evaluate.py                                # out/best.keras
+    python evaluate.py --checkpoint=out/best.keras --split=val
+
+The split is rebuilt from the run record beside the checkpoint (best.json next to best.keras):
+same data, same seed. Data that differs from what the model was trained on is refused. The last
+line printed is `test accuracy: 0.XXXX (correct/total)`.
+"""
+import json
+import os
+
+import numpy as np
+
+from common import UserError, configure, quiet_native_stderr, run
+with quiet_native_stderr():  # TensorFlow's C++ start-up lines, shown only if it fails
+    import keras
+    import tensorflow as tf
+    tf.config.list_logical_devices()
+import prepare_data  # noqa: E402
+
+CHECKPOINT = "out/best.keras"  # a model written by train.py
+DATA = ""                      # default: the data recorded with the checkpoint
+PREPARED_DIR = "data"          # cache of prepared splits
+SPLIT = "test"                 # test or val
+BATCH_SIZE = 1024              # inference batch size
+
+
+def record_path(checkpoint):
+    return os.path.splitext(checkpoint)[0] + ".json"
+
+
+def load_checkpoint(path):
+    """(model, run record) with clear errors for a missing, foreign or damaged checkpoint."""
+    if not os.path.isfile(path):
+        raise UserError(f"checkpoint not found: {path} (train one with python train.py, "
+                        f"or pass --checkpoint=PATH to a .keras file it wrote)")
+    try:
+        with open(record_path(path)) as f:
+            record = json.load(f)
+        record["data"]["source_sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise UserError(f"{path} has no readable run record at {record_path(path)}: evaluate "
+                        f"a best.keras written by train.py, with its best.json beside it") from None
+    try:
+        model = keras.saving.load_model(path)
+    except Exception as error:  # Keras raises many types for a file that is not a model
+        raise UserError(f"{path} is not a loadable Keras model ({type(error).__name__}): pass "
+                        f"the best.keras that train.py wrote") from None
+    return model, record
+
+
+def load_split(record, split):
+    """Images and labels of `split`, rebuilt from the data and seed in the run record."""
+    if split not in ("val", "test"):
+        raise UserError(f"--split={split}: choose val or test")
+    source = DATA or record["data"]["source"]
+    data = prepare_data.prepare(source, record["data"]["seed"], PREPARED_DIR, verbose=False)
+    if data["manifest"]["source_sha256"] != record["data"]["source_sha256"]:
+        raise UserError(f"{source} is not the data this checkpoint was trained on (sha256 "
+                        f"{data['manifest']['source_sha256'][:12]}... vs "
+                        f"{record['data']['source_sha256'][:12]}...): pass the original with "
+                        f"--data=PATH")
+    x, y = data[f"x_{split}"], data[f"y_{split}"]
+    if len(y) == 0:
+        raise UserError(f"the {split} split is empty: the dataset is too small to hold one out")
+    return x, y
+
+
+def check_compatible(model, num_classes):
+    expected = (None, prepare_data.SIDE, prepare_data.SIDE, 1)
+    if tuple(model.input_shape) != expected or model.output_shape[-1] != num_classes:
+        raise UserError(f"the checkpoint takes {model.input_shape} and predicts "
+                        f"{model.output_shape[-1]} classes, but the data has {expected} images "
+                        f"and {num_classes} classes: it belongs to another project or dataset")
+
+
+def predict_probabilities(model, x, batch_size=BATCH_SIZE):
+    """Class probabilities for N x 3136 binary images, in large batches."""
+    images = x.reshape(-1, prepare_data.SIDE, prepare_data.SIDE, 1).astype(np.float32)
+    return model.predict(images, batch_size=batch_size, verbose=0)
+
+
+def main():
+    configure(globals())
+    model, record = load_checkpoint(CHECKPOINT)
+    x, y = load_split(record, SPLIT)
+    check_compatible(model, prepare_data.NUM_CLASSES)
+    predicted = predict_probabilities(model, x).argmax(axis=1)
+    correct = int(np.sum(predicted == y))
+    print(f"checkpoint {CHECKPOINT}: epoch {record.get('best_epoch')}, "
+          f"val_accuracy {record.get('val_accuracy', float('nan')):.4f}; "
+          f"data {record['data']['source']} (seed {record['data']['seed']})")
+    print(f"{SPLIT} accuracy: {correct / len(y):.4f} ({correct}/{len(y)})")
+
+
+if __name__ == "__main__":
+    run(main)

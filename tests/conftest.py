@@ -1,0 +1,53 @@
+"""Shared test helpers: tiny generated datasets and a runner for the scripts."""
+import os
+import pickle
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REAL_DATA = os.path.join(ROOT, "..", "shared", "data", "train.pkl")
+sys.path.insert(0, ROOT)
+
+
+def make_dataset(per_class=12, num_classes=36, seed=0):
+    """A learnable 36-class set: each class is a filled block at its own place on a 6x6 grid
+    of the 56x56 frame, jittered by a pixel or two, with a little salt noise."""
+    rng = np.random.default_rng(seed)
+    x = np.zeros((per_class * num_classes, 56, 56), np.uint8)
+    y = np.repeat(np.arange(num_classes), per_class)
+    for i, label in enumerate(y):
+        top, left = 9 * (label // 6) + 1 + rng.integers(-1, 2), 9 * (label % 6) + 1 + rng.integers(-1, 2)
+        x[i, max(top, 0):top + 7, max(left, 0):left + 7] = 1
+    x |= (rng.random(x.shape) < 0.01).astype(np.uint8)
+    order = rng.permutation(len(y))
+    return x.reshape(len(y), -1)[order], y[order]
+
+
+def write_pickle(path, obj):
+    with open(path, "wb") as f:
+        pickle.dump(obj, f)
+    return str(path)
+
+
+@pytest.fixture
+def tiny_pickle(tmp_path):
+    return write_pickle(tmp_path / "train.pkl", make_dataset())
+
+
+def run_script(script, *args, cwd, timeout=600):
+    """Runs one of the project's scripts as a user would; returns the CompletedProcess."""
+    return subprocess.run([sys.executable, os.path.join(ROOT, script), *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def assert_user_error(result, *words):
+    """Exit code 2, exactly one line on stderr that names the problem, no traceback."""
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2, (result.returncode, result.stderr[-2000:])
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    for word in words:
+        assert word.lower() in lines[0].lower(), lines[0]

@@ -1,0 +1,55 @@
+"""model.py builds the right network; augment.py keeps images binary and labels untouched."""
+import numpy as np
+
+import augment
+import model
+import train
+from conftest import make_dataset
+
+
+def test_model_outputs_a_distribution_over_36_classes():
+    net = model.build_model()
+    x, _ = make_dataset(per_class=1)
+    probabilities = net.predict(x.reshape(-1, 56, 56, 1).astype(np.float32), verbose=0)
+    assert probabilities.shape == (36, 36)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
+    assert (probabilities >= 0).all()
+    assert sum("conv" in layer.name for layer in net.layers) == 2
+
+
+def test_model_sizes_follow_the_constants(monkeypatch):
+    small = model.build_model().count_params()
+    monkeypatch.setattr(model, "DENSE_UNITS", model.DENSE_UNITS * 2)
+    assert model.build_model().count_params() > small
+
+
+def test_augment_keeps_shape_dtype_and_binarity():
+    x, _ = make_dataset(per_class=2)
+    for shaped in (x, x.reshape(-1, 56, 56), x.reshape(-1, 56, 56, 1)):
+        out = augment.augment_batch(shaped, seed=1)
+        assert out.shape == shaped.shape and out.dtype == shaped.dtype
+        assert set(np.unique(out)) <= {0, 1}
+    out = augment.augment_batch(x, seed=1)
+    assert not np.array_equal(out, x)  # it does change the images
+    np.testing.assert_array_equal(out, augment.augment_batch(x, seed=1))  # reproducible
+    assert abs(out.mean() - x.mean()) < 0.5 * x.mean()  # strokes neither vanish nor flood
+
+
+def test_augmented_pipeline_keeps_labels_with_their_images():
+    # even labels: a block at the left edge; odd labels: at the right edge. Crop, scale and
+    # rotation move a block a little but never across the middle, so the side tells the label.
+    y = np.arange(64) % 36
+    x = np.zeros((64, 56, 56), np.uint8)
+    for i, label in enumerate(y):
+        left = 3 if label % 2 == 0 else 45
+        x[i, 24:32, left:left + 8] = 1
+    dataset = train.make_dataset(x.reshape(64, -1), y, batch_size=16, training=True,
+                                 augment=True, seed=3)
+    seen_y = []
+    for images, labels in dataset:
+        assert images.dtype.name == "float32" and images.shape[1:] == (56, 56, 1)
+        for image, label in zip(images.numpy(), labels.numpy()):
+            column = np.argwhere(image[..., 0] > 0)[:, 1].mean()
+            assert (column < 28) == (label % 2 == 0), (label, column)
+            seen_y.append(int(label))
+    assert sorted(seen_y) == sorted(y.tolist())
