@@ -22,7 +22,7 @@ import imgaug.augmenters as iaa  # noqa: E402  (needs the aliases above)
 from common import configure, run  # noqa: E402
 
 CROP_PX = 5            # crop 0..CROP_PX pixels from each side, then resize back (a zoom)
-SCALE = (0.8, 1.2)     # independent scale range for x and y
+SCALE = 0.2            # scale x and y independently by 1 +- SCALE
 ROTATE = 25            # rotation range in degrees, +-ROTATE
 SEED = 0               # for the preview grid
 OUTPUT = "augment_grid.png"  # where `python augment.py` writes its preview
@@ -30,23 +30,29 @@ ROWS = 8               # preview: images shown, each followed by COPIES augmente
 COPIES = 7
 
 
-def make_augmenter(seed):
+def make_augmenter(seed, crop_px=None, scale=None, rotate=None):
+    """The imgaug pipeline; ranges default to the constants above (read at call time)."""
+    crop_px = CROP_PX if crop_px is None else crop_px
+    scale = SCALE if scale is None else scale
+    rotate = ROTATE if rotate is None else rotate
     augmenter = iaa.Sequential([
-        iaa.Crop(px=(0, CROP_PX), keep_size=True),
-        iaa.Affine(scale={"x": SCALE, "y": SCALE}, rotate=(-ROTATE, ROTATE), order=1),
+        iaa.Crop(px=(0, crop_px), keep_size=True),
+        iaa.Affine(scale={"x": (1 - scale, 1 + scale), "y": (1 - scale, 1 + scale)},
+                   rotate=(-rotate, rotate), order=1),
     ])
     augmenter.seed_(int(seed))  # seeds the children too (a seed= argument would not)
     return augmenter
 
 
-def augment_batch(images, seed):
+def augment_batch(images, seed, **ranges):
     """Augments a batch of binary images (N x H x W, N x H x W x 1 or N x H*W; 0/1 values)
-    with its own random draw for each image. Returns the same shape and dtype, still 0/1."""
+    with its own random draw for each image. Returns the same shape and dtype, still 0/1.
+    `ranges` (crop_px, scale, rotate) override the constants, e.g. for the reference."""
     images = np.asarray(images)
     side = int(round(np.sqrt(images[0].size)))
     squares = (images.reshape(-1, side, side) * 255).astype(np.uint8)
     # Interpolate in 0..255, then threshold: smoother strokes than nearest-neighbour.
-    augmented = make_augmenter(seed)(images=squares)
+    augmented = make_augmenter(seed, **ranges)(images=squares)
     return (augmented >= 128).astype(images.dtype).reshape(images.shape)
 
 

@@ -11,6 +11,7 @@ import json
 import os
 
 import numpy as np
+from sklearn.metrics import classification_report, confusion_matrix
 
 from common import UserError, configure, quiet_native_stderr, run
 with quiet_native_stderr():  # TensorFlow's C++ start-up lines, shown only if it fails
@@ -24,6 +25,9 @@ DATA = ""                      # default: the data recorded with the checkpoint
 PREPARED_DIR = "data"          # cache of prepared splits
 SPLIT = "test"                 # test or val
 BATCH_SIZE = 1024              # inference batch size
+LABELS = "auto"                # class names: auto (by dataset), none (numbers), or a PATH
+PLOTS = False                  # also write PNGs next to the checkpoint
+TOP_CONFUSIONS = 10            # how many most-confused pairs to list
 
 
 def record_path(checkpoint):
@@ -81,16 +85,60 @@ def predict_probabilities(model, x, batch_size=BATCH_SIZE):
     return model.predict(images, batch_size=batch_size, verbose=0)
 
 
+def confused_pairs(matrix, names, top):
+    """Lines for the `top` largest off-diagonal cells: true -> predicted, count, share."""
+    off_diagonal = matrix * (1 - np.eye(len(matrix), dtype=matrix.dtype))
+    order = np.argsort(off_diagonal, axis=None)[::-1][:top]
+    lines = []
+    for true, predicted in zip(*np.unravel_index(order, matrix.shape)):
+        count = off_diagonal[true, predicted]
+        if count:
+            lines.append(f"  {names[true]:>6} -> {names[predicted]:<6} {count:5d}   "
+                         f"{count / matrix[true].sum():6.1%} of {names[true]}")
+    return lines or ["  none: every image is classified correctly"]
+
+
+def write_plots(record, x, y, probabilities, names, matrix):
+    import plots
+    stem = os.path.splitext(CHECKPOINT)[0]
+    predicted = probabilities.argmax(axis=1)
+    wrong = np.flatnonzero(predicted != y)
+    wrong = wrong[np.argsort(-probabilities[wrong, predicted[wrong]])]  # most confident first
+    paths = [
+        plots.confusion_matrix_png(matrix, names, f"{stem}-confusion-{SPLIT}.png",
+                                   f"confusion on the {SPLIT} split (% of each true class)"),
+        plots.misclassified_png(x[wrong], y[wrong], predicted[wrong],
+                                probabilities[wrong, predicted[wrong]], names,
+                                f"{stem}-errors-{SPLIT}.png"),
+    ]
+    if record.get("history"):
+        paths.append(plots.training_curves_png(record["history"], record.get("best_epoch", 0),
+                                               f"{stem}-curves.png"))
+    for path in paths:
+        print(f"wrote {path}")
+
+
 def main():
     configure(globals())
     model, record = load_checkpoint(CHECKPOINT)
+    names = prepare_data.class_names(LABELS, record["data"]["source"])
     x, y = load_split(record, SPLIT)
     check_compatible(model, prepare_data.NUM_CLASSES)
-    predicted = predict_probabilities(model, x).argmax(axis=1)
-    correct = int(np.sum(predicted == y))
+    probabilities = predict_probabilities(model, x)
+    predicted = probabilities.argmax(axis=1)
+    present = sorted(set(y.tolist()) | set(predicted.tolist()))
+    matrix = confusion_matrix(y, predicted, labels=range(prepare_data.NUM_CLASSES))
     print(f"checkpoint {CHECKPOINT}: epoch {record.get('best_epoch')}, "
           f"val_accuracy {record.get('val_accuracy', float('nan')):.4f}; "
           f"data {record['data']['source']} (seed {record['data']['seed']})")
+    print(f"\nper-class report, {SPLIT} split:")
+    print(classification_report(y, predicted, labels=present, digits=3, zero_division=0,
+                                target_names=[names[label] for label in present]))
+    print(f"most confused pairs, {SPLIT} split (true -> predicted, count, share of the class):")
+    print("\n".join(confused_pairs(matrix, names, TOP_CONFUSIONS)))
+    if PLOTS:
+        write_plots(record, x, y, probabilities, names, matrix)
+    correct = int(np.sum(predicted == y))
     print(f"{SPLIT} accuracy: {correct / len(y):.4f} ({correct}/{len(y)})")
 
 

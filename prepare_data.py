@@ -63,10 +63,10 @@ def _read_bytes(path):
         return f.read()
 
 
-def load_pickle(raw, path):
-    """(train_x, train_y) from pickle bytes, never running code the file carries."""
+def load_pickle_object(raw, path):
+    """The object in pickle bytes, never running code the file carries."""
     try:
-        data = _ArraysOnlyUnpickler(io.BytesIO(raw)).load()
+        return _ArraysOnlyUnpickler(io.BytesIO(raw)).load()
     except pickle.UnpicklingError as error:
         if "asks to call" in str(error):
             raise UserError(f"{path}: refused to load, {error}; only numpy arrays and plain "
@@ -77,6 +77,11 @@ def load_pickle(raw, path):
             MemoryError, OverflowError, UnicodeDecodeError) as error:
         raise UserError(f"{path} is truncated or not a pickle ({type(error).__name__}): "
                         f"re-save it with pickle.dump((train_x, train_y), f)") from None
+
+
+def load_pickle(raw, path):
+    """(train_x, train_y) from pickle bytes, never running code the file carries."""
+    data = load_pickle_object(raw, path)
     if not isinstance(data, (tuple, list)) or len(data) != 2:
         raise UserError(f"{path} holds a {type(data).__name__}, expected a tuple "
                         f"(train_x, train_y): re-save it as pickle.dump((x, y), f)")
@@ -197,6 +202,34 @@ def split_indices(y, seed, val_fraction=VAL_FRACTION, test_fraction=TEST_FRACTIO
               f"so it is never validated or tested", file=sys.stderr)
     return {name: np.sort(np.concatenate(parts[name])) if parts[name]
             else np.zeros(0, np.int64) for name in SPLITS}
+
+
+# ---------------------------------------------------------------------------- class names
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+_LABEL_FILES = {EMBEDDED: os.path.join(_HERE, "data", "labels-digits.txt"),
+                "default": os.path.join(_HERE, "data", "labels-36.txt")}
+
+
+def class_names(labels, source):
+    """Display names "label:character" for labels 0..35, from a file of `label character`
+    lines. `labels`: a path, "none" (numbers only) or "auto" (the digits file for the
+    embedded default, data/labels-36.txt, the reading of the users' 36 classes, otherwise)."""
+    if labels == "none":
+        return [str(label) for label in range(NUM_CLASSES)]
+    if labels == "auto":
+        labels = _LABEL_FILES[EMBEDDED if source == EMBEDDED else "default"]
+    try:
+        with open(labels) as f:
+            lines = [line.split() for line in f if line.strip() and not line.startswith("#")]
+        mapping = {int(parts[0]): parts[1] for parts in lines}
+    except OSError:
+        raise UserError(f"label names file not found: {labels} (--labels=PATH to a file "
+                        f"of 'label character' lines, or --labels=none)") from None
+    except (ValueError, IndexError):
+        raise UserError(f"{labels}: each line must read 'label character', like '14 N'") from None
+    return [f"{label}:{mapping[label]}" if label in mapping else str(label)
+            for label in range(NUM_CLASSES)]
 
 
 # ---------------------------------------------------------------------------- prepare and cache

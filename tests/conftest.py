@@ -51,3 +51,15 @@ def assert_user_error(result, *words):
     assert "Traceback" not in result.stderr
     for word in words:
         assert word.lower() in lines[0].lower(), lines[0]
+
+
+@pytest.fixture(scope="session")
+def trained_tiny(tmp_path_factory):
+    """One short training run on a generated 36-class pickle, shared by the tests that only
+    read its outputs: (working dir, pickle path, what train.py printed)."""
+    work = tmp_path_factory.mktemp("trained")
+    data = write_pickle(work / "train.pkl", make_dataset())
+    result = run_script("train.py", f"--data={data}", "--epochs=2", "--verbose=2",
+                        "--batch_size=32", cwd=work)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return work, data, result.stdout
