@@ -1,10 +1,15 @@
-"""Augmentation of the reference project: random crop, scale and rotation, with imgaug.
+"""Augmentation of the reference project: random crop, scale and rotation.
 
     python augment.py      # writes augment_grid.png: originals beside augmented copies
 
-`augment_batch` keeps shape, dtype and binary pixels; train.py runs it inside tf.data workers
-so that it overlaps with training.
+Two implementations of the same random transform, both keeping shape, dtype and binary pixels:
+- `augment_batch`: imgaug, as the reference project did it (numpy in, numpy out);
+- `augment_batch_tf`: the same crop-zoom, scale and rotation as one affine warp per image in
+  TensorFlow ops. train.py uses it by default: it runs inside the tf.data graph, in parallel and
+  ahead of training, costing a few percent of an epoch instead of stalling it.
 """
+import math
+
 import numpy as np
 
 # imgaug 0.4.0, its last release, still uses aliases that numpy 2 removed: `np.sctypes` at import
@@ -19,15 +24,18 @@ if not hasattr(np, "complex"):
     np.complex = complex
 import imgaug.augmenters as iaa  # noqa: E402  (needs the aliases above)
 
+import tensorflow as tf  # noqa: E402
+
 from common import configure, run  # noqa: E402
 
 CROP_PX = 5            # crop 0..CROP_PX pixels from each side, then resize back (a zoom)
 SCALE = 0.2            # scale x and y independently by 1 +- SCALE
 ROTATE = 25            # rotation range in degrees, +-ROTATE
-SEED = 0               # for the preview grid
-OUTPUT = "augment_grid.png"  # where `python augment.py` writes its preview
-ROWS = 8               # preview: images shown, each followed by COPIES augmented copies
-COPIES = 7
+BACKEND = "tf"         # "tf": in-graph warp (fast, parallel); "imgaug": the reference's library
+PREVIEW_OUTPUT = "augment_grid.png"  # where `python augment.py` writes its preview
+PREVIEW_ROWS = 8       # preview: images shown, each followed by PREVIEW_COPIES augmented copies
+PREVIEW_COPIES = 7
+PREVIEW_SEED = 0
 
 
 def make_augmenter(seed, crop_px=None, scale=None, rotate=None):
@@ -56,21 +64,66 @@ def augment_batch(images, seed, **ranges):
     return (augmented >= 128).astype(images.dtype).reshape(images.shape)
 
 
+def random_transforms(count, seed, side, crop_px, scale, rotate):
+    """`count` rows of 8 projective-transform parameters (output pixel -> input pixel), one
+    random draw per image from a stateless seed (a [2] int tensor): crop 0..crop_px per side
+    and resize back, then scale each axis by 1 +- scale and rotate by +-rotate degrees about
+    the centre, as the imgaug pipeline does."""
+    draws = tf.random.stateless_uniform([count, 7], seed=seed)
+    crops = tf.floor(draws[:, :4] * (crop_px + 1))  # whole pixels, like imgaug
+    left, right, top, bottom = tf.unstack(crops, axis=1)
+    scale_x = 1 - scale + 2 * scale * draws[:, 4]
+    scale_y = 1 - scale + 2 * scale * draws[:, 5]
+    angle = (2 * draws[:, 6] - 1) * rotate * math.pi / 180
+    cos, sin = tf.cos(angle), tf.sin(angle)
+    # Inverse of "scale, then rotate about the centre": output -> uncropped-and-resized image.
+    a00, a01, a10, a11 = cos / scale_x, sin / scale_x, -sin / scale_y, cos / scale_y
+    centre = (side - 1) / 2
+    shift_x = centre - centre * (a00 + a01)
+    shift_y = centre - centre * (a10 + a11)
+    # Inverse of "crop, then resize back to side x side": into the original image.
+    zoom_x, zoom_y = (side - left - right) / side, (side - top - bottom) / side
+    zeros = tf.zeros_like(angle)
+    return tf.stack([zoom_x * a00, zoom_x * a01, zoom_x * shift_x + left,
+                     zoom_y * a10, zoom_y * a11, zoom_y * shift_y + top, zeros, zeros], axis=1)
+
+
+def augment_batch_tf(images, seed, crop_px=None, scale=None, rotate=None):
+    """TensorFlow version of `augment_batch` for a batch of N x H x W x 1 binary images (any
+    dtype); `seed` is a [2] int tensor. Bilinear warp, then threshold back to 0/1."""
+    crop_px = CROP_PX if crop_px is None else crop_px
+    scale = SCALE if scale is None else scale
+    rotate = ROTATE if rotate is None else rotate
+    shape = tf.shape(images)
+    transforms = random_transforms(shape[0], seed, tf.cast(shape[2], tf.float32), crop_px,
+                                   scale, rotate)
+    warped = tf.raw_ops.ImageProjectiveTransformV3(
+        images=tf.cast(images, tf.float32), transforms=transforms, output_shape=shape[1:3],
+        fill_value=0.0, interpolation="BILINEAR", fill_mode="CONSTANT")
+    return tf.cast(warped >= 0.5, images.dtype)
+
+
 def main():
     from PIL import Image
 
     from prepare_data import prepare
     configure(globals())
     x = prepare(verbose=False)["x_train"]
-    x = x[np.linspace(0, len(x) - 1, ROWS).astype(int)].reshape(-1, 56, 56)  # varied classes
-    columns = [x] + [augment_batch(x, SEED + copy) for copy in range(COPIES)]
-    grid = np.ones((ROWS * 58, len(columns) * 58), np.uint8) * 128  # grey 2-px gutters
+    x = x[np.linspace(0, len(x) - 1, PREVIEW_ROWS).astype(int)].reshape(-1, 56, 56, 1)
+    if BACKEND == "tf":
+        copies = [augment_batch_tf(x, tf.constant([PREVIEW_SEED, c])).numpy()
+                  for c in range(PREVIEW_COPIES)]
+    else:
+        copies = [augment_batch(x, PREVIEW_SEED + c) for c in range(PREVIEW_COPIES)]
+    columns = [x] + copies
+    grid = np.full((PREVIEW_ROWS * 58, len(columns) * 58), 128, np.uint8)  # grey gutters
     for c, batch in enumerate(columns):
         for r, image in enumerate(batch):
-            grid[r * 58 + 1:r * 58 + 57, c * 58 + 1:c * 58 + 57] = image * 255
+            grid[r * 58 + 1:r * 58 + 57, c * 58 + 1:c * 58 + 57] = image[..., 0] * 255
     Image.fromarray(grid).resize((grid.shape[1] * 2, grid.shape[0] * 2),
-                                 Image.NEAREST).save(OUTPUT)
-    print(f"wrote {OUTPUT}: first column originals, then {COPIES} augmented copies each")
+                                 Image.NEAREST).save(PREVIEW_OUTPUT)
+    print(f"wrote {PREVIEW_OUTPUT}: originals in the first column, then "
+          f"{PREVIEW_COPIES} copies augmented with {BACKEND}")
 
 
 if __name__ == "__main__":

@@ -23,9 +23,9 @@ with quiet_native_stderr():  # TensorFlow's C++ start-up lines, shown only if it
     import keras
     import tensorflow as tf
     tf.config.list_logical_devices()
-import model as model_config  # noqa: E402  (its size constants are overridable here too)
+import augment as augmentation  # noqa: E402  (its constants are overridable here too)
+import model as model_config  # noqa: E402  (likewise: the model's sizes)
 import prepare_data  # noqa: E402
-from augment import augment_batch  # noqa: E402
 
 DATA = "data/train.pkl"   # train.pkl (or .npz); the embedded default when data/train.pkl is absent
 PREPARED_DIR = "data"     # cache of prepared splits
@@ -38,7 +38,8 @@ PATIENCE = 8              # epochs without a better validation accuracy before s
 AUGMENT = True            # random crop, scale and rotation of training batches (augment.py)
 FRESH = False             # True: ignore an unfinished run in OUT_DIR and start over
 DETERMINISTIC = False     # True: TensorFlow op determinism (same seed, same result; slower)
-DISTRIBUTE = True         # with several GPUs, train on all of them (MirroredStrategy)
+DISTRIBUTE = "auto"       # auto: all GPUs (MirroredStrategy) if several, all workers if TF_CONFIG
+                          # is set (MultiWorkerMirroredStrategy); mirrored: always; off: never
 VERBOSE = 1               # Keras progress output: 0 silent, 1 progress bar, 2 a line per epoch
 
 
@@ -48,8 +49,13 @@ IMAGE_SHAPE = (prepare_data.SIDE, prepare_data.SIDE, 1)
 
 def _augment(batch, seed):
     images, labels = batch
-    images = tf.numpy_function(augment_batch, [images, seed], tf.uint8, stateful=False)
-    return tf.ensure_shape(images, [None, *IMAGE_SHAPE]), labels
+    if augmentation.BACKEND == "imgaug":  # the reference's library: Python, holds the GIL
+        images = tf.numpy_function(augmentation.augment_batch, [images, seed[0]], tf.uint8,
+                                   stateful=False)
+        images = tf.ensure_shape(images, [None, *IMAGE_SHAPE])
+    else:
+        images = augmentation.augment_batch_tf(images, seed)
+    return images, labels
 
 
 def _to_float(images, labels):
@@ -64,8 +70,8 @@ def make_dataset(x, y, batch_size, training=False, augment=False, seed=SEED):
         dataset = dataset.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
     dataset = dataset.batch(batch_size)
     if augment:
-        # One seed per batch from a seeded stream: reproducible even with parallel workers.
-        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+        # One seed pair per batch from a seeded stream: reproducible with parallel workers.
+        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
         dataset = tf.data.Dataset.zip(dataset, seeds).map(
             _augment, num_parallel_calls=tf.data.AUTOTUNE)
     dataset = dataset.map(_to_float, num_parallel_calls=tf.data.AUTOTUNE)
@@ -192,7 +198,8 @@ def start_or_resume(out_dir, data):
         shutil.rmtree(resume_dir, ignore_errors=True)
         run_info = {"run_id": f"{time.time():.6f}-{os.getpid()}",
                     "started": time.strftime("%Y-%m-%d %H:%M:%S"),
-                    "settings": {**settings_of(vars(model_config)), **settings_of(globals())},
+                    "settings": {**settings_of(vars(model_config)),
+                                 **settings_of(vars(augmentation)), **settings_of(globals())},
                     "data": data}
         os.makedirs(resume_dir)
         write_text_atomic(os.path.join(resume_dir, "run.json"), json.dumps(run_info, indent=1))
@@ -205,8 +212,32 @@ def start_or_resume(out_dir, data):
     return run_info, resume_path, epochs_done, history, best_record
 
 
+def distribution_strategy():
+    """Where the model's variables live and who computes the batches (see DISTRIBUTE)."""
+    if DISTRIBUTE == "auto" and os.environ.get("TF_CONFIG"):
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    several_gpus = len(tf.config.list_logical_devices("GPU")) > 1
+    if DISTRIBUTE == "mirrored" or (DISTRIBUTE == "auto" and several_gpus):
+        strategy = tf.distribute.MirroredStrategy()
+        print(f"training on {strategy.num_replicas_in_sync} replica(s) with MirroredStrategy")
+        return strategy
+    return tf.distribute.get_strategy()
+
+
+def new_model():
+    """The default model, compiled with the optimiser and loss of this recipe."""
+    model = model_config.build_model(num_classes=prepare_data.NUM_CLASSES)
+    model.compile(optimizer=keras.optimizers.Adam(LEARNING_RATE),
+                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
 def main():
-    configure(globals(), vars(model_config))
+    configure(globals(), vars(model_config), vars(augmentation))
+    for name, value, choices in (("backend", augmentation.BACKEND, ("tf", "imgaug")),
+                                 ("distribute", DISTRIBUTE, ("auto", "mirrored", "off"))):
+        if value not in choices:
+            raise UserError(f"--{name}={value}: choose {', '.join(choices[:-1])} or {choices[-1]}")
     if DETERMINISTIC:
         tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(SEED)  # same seed, same initial weights and shuffles
@@ -217,17 +248,9 @@ def main():
 
     train = make_dataset(data["x_train"], data["y_train"], BATCH_SIZE, training=True,
                          augment=AUGMENT, seed=SEED)
-    val = make_dataset(data["x_val"], data["y_val"], BATCH_SIZE)
-    gpus = tf.config.list_logical_devices("GPU")
-    strategy = (tf.distribute.MirroredStrategy() if DISTRIBUTE and len(gpus) > 1
-                else tf.distribute.get_strategy())
-    with strategy.scope():
-        if resume_path:
-            model = keras.saving.load_model(resume_path)
-        else:
-            model = model_config.build_model(num_classes=prepare_data.NUM_CLASSES)
-            model.compile(optimizer=keras.optimizers.Adam(LEARNING_RATE),
-                          loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    val = make_dataset(data["x_val"], data["y_val"], max(BATCH_SIZE, 512))  # no gradients: big batches
+    with distribution_strategy().scope():
+        model = keras.saving.load_model(resume_path) if resume_path else new_model()
     keeper = KeepBest(OUT_DIR, run_info, history, best_record)
     print(f"training on {len(data['y_train'])} images, validating on {len(data['y_val'])}; "
           f"{model.count_params():,} parameters; augmentation {'on' if AUGMENT else 'off'}")

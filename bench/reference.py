@@ -70,3 +70,15 @@ def train_reference(x, y, seed, steps=STEPS, augment=False, verbose=0):
                   shuffle=False, epochs=1, verbose=verbose)
         done += n // BATCH_SIZE
     return model, steps * BATCH_SIZE / len(images)
+
+
+def plain_epoch(model, x, y, batch_size, augment, seed):
+    """One epoch the reference project's way: numpy arrays into model.fit, after imgaug has
+    augmented each batch in a Python loop (the same ranges as the reference)."""
+    images = x.reshape(-1, 56, 56, 1)
+    if augment:
+        images = np.concatenate([
+            augment_batch(images[i:i + batch_size], seed + i, **AUGMENT_RANGES)
+            for i in range(0, len(images), batch_size)])
+    model.fit(images.astype(np.float32), y, batch_size=batch_size, epochs=1, shuffle=True,
+              verbose=0)

@@ -1,0 +1,197 @@
+"""How fast training and inference are on a CPU, against the plain reference way.
+
+    python bench/speed.py        # the real data if present, else 18,082 generated images
+
+For the default model and train.py's tf.data pipeline it measures seconds per training epoch
+with augmentation off and on, inference images/s over a test split and peak memory; then the
+same model trained the plain way (model.fit on numpy arrays, imgaug on each batch in a Python
+loop, as the reference project did). Also: the compute floor from this machine's measured peak
+FLOP/s, the epoch time with no input pipeline at all, and the cost of DETERMINISTIC=True.
+All ratios come from one run on one machine.
+"""
+import os
+import resource
+import sys
+import time
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+from common import configure, quiet_native_stderr, run  # noqa: E402
+with quiet_native_stderr():
+    import keras
+    import tensorflow as tf
+    tf.config.list_logical_devices()
+import evaluate  # noqa: E402
+import prepare_data  # noqa: E402
+import train  # noqa: E402
+from bench.accuracy import machine  # noqa: E402
+from bench.reference import plain_epoch  # noqa: E402
+
+DATA = "../shared/data/train.pkl"  # used when present; otherwise generated images
+TRAIN_IMAGES = 18_082              # the real data's training split
+TEST_IMAGES = 6_026
+EPOCHS = 3                         # timed epochs per configuration; the first also traces
+OUTPUT = "bench/results/speed.md"  # Markdown copy of the figures
+
+
+class EpochTimer(keras.callbacks.Callback):
+    def on_train_begin(self, logs=None):
+        self.seconds = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.started = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.seconds.append(time.perf_counter() - self.started)
+
+
+def load_data():
+    """(x_train, y_train, x_test, description): the real split, or generated images of the
+    same size made from the embedded digits (speed does not depend on what the strokes show)."""
+    path = os.path.join(ROOT, DATA)
+    if os.path.exists(path):
+        data = prepare_data.prepare(path, verbose=False)
+        return data["x_train"], data["y_train"], data["x_test"], f"real data ({path})"
+    digits = prepare_data.prepare(prepare_data.EMBEDDED, verbose=False)["x_train"]
+    rng = np.random.default_rng(0)
+    x = digits[rng.integers(0, len(digits), TRAIN_IMAGES + TEST_IMAGES)]
+    y = rng.integers(0, prepare_data.NUM_CLASSES, TRAIN_IMAGES)
+    return x[:TRAIN_IMAGES], y, x[TRAIN_IMAGES:], "generated (embedded digits, resampled)"
+
+
+def steady_epoch(timer):
+    """Median of the epochs after the first (which includes tracing)."""
+    return float(np.median(timer.seconds[1:]))
+
+
+def time_ours(x, y, augment):
+    keras.utils.set_random_seed(0)
+    model = train.new_model()
+    timer = EpochTimer()
+    dataset = train.make_dataset(x, y, train.BATCH_SIZE, training=True, augment=augment)
+    model.fit(dataset, epochs=EPOCHS, callbacks=[timer], verbose=0)
+    return steady_epoch(timer), model
+
+
+def time_compute_only(x, y):
+    """An epoch's worth of steps on one batch already in memory: no input pipeline at all."""
+    model = train.new_model()
+    batch = (tf.constant(x[:train.BATCH_SIZE].reshape(-1, 56, 56, 1), tf.float32),
+             tf.constant(y[:train.BATCH_SIZE]))
+    steps = len(x) // train.BATCH_SIZE
+    timer = EpochTimer()
+    model.fit(tf.data.Dataset.from_tensors(batch).repeat(), steps_per_epoch=steps,
+              epochs=EPOCHS, callbacks=[timer], verbose=0)
+    return steady_epoch(timer) * len(x) / (steps * train.BATCH_SIZE)
+
+
+def time_plain(x, y, augment):
+    keras.utils.set_random_seed(0)
+    model = train.new_model()
+    seconds = []
+    for epoch in range(EPOCHS):
+        started = time.perf_counter()
+        plain_epoch(model, x, y, train.BATCH_SIZE, augment, seed=epoch)
+        seconds.append(time.perf_counter() - started)
+    return float(np.median(seconds[1:]))
+
+
+def images_per_second(model, x):
+    evaluate.predict_probabilities(model, x[:2048])  # warm up
+    best = float("inf")
+    for _ in range(3):
+        started = time.perf_counter()
+        evaluate.predict_probabilities(model, x)
+        best = min(best, time.perf_counter() - started)
+    return len(x) / best
+
+
+def peak_flops():
+    """Best float32 matmul rate of 3 tries on this machine, in FLOP/s."""
+    a = tf.random.normal((2048, 2048))
+    tf.matmul(a, a).numpy()
+    best = float("inf")
+    for _ in range(3):
+        started = time.perf_counter()
+        for _ in range(10):
+            c = tf.matmul(a, a)
+        c.numpy()
+        best = min(best, time.perf_counter() - started)
+    return 10 * 2 * 2048 ** 3 / best
+
+
+def training_flops_per_image(model):
+    """Multiply-adds of the conv and dense layers x 2 x 3 (forward, and backward ~2x)."""
+    total = 0
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Conv2D):
+            _, height, width, channels = layer.output.shape
+            kernel = np.prod(layer.kernel.shape[:3])
+            total += height * width * channels * kernel
+        elif isinstance(layer, keras.layers.Dense):
+            total += np.prod(layer.kernel.shape)
+    return 2 * 3 * total
+
+
+def peak_memory_mb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def main():
+    configure(globals())
+    x, y, x_test, description = load_data()
+    print(f"data: {description}: {len(x)} training and {len(x_test)} test images; "
+          f"batch {train.BATCH_SIZE}; {machine()}", flush=True)
+    rows = []
+
+    def report(name, value, unit):
+        rows.append((name, value, unit))
+        print(f"{name:<58} {value:>10.2f} {unit}", flush=True)
+
+    flops = peak_flops()
+    report("peak matmul rate (float32, 2048x2048)", flops / 1e9, "GFLOP/s")
+    off, _ = time_ours(x, y, augment=False)
+    report("ours: epoch, augmentation off", off, "s")
+    on, model = time_ours(x, y, augment=True)
+    report("ours: epoch, augmentation on", on, "s")
+    report("ours: evaluation", images_per_second(model, x_test), "images/s")
+    report("ours: peak memory so far", peak_memory_mb(), "MB")
+    floor = training_flops_per_image(model) * len(x) / flops
+    report("compute floor: training FLOPs / peak rate", floor, "s")
+    compute = time_compute_only(x, y)
+    report("ours: epoch with no input pipeline (one cached batch)", compute, "s")
+    plain_off = time_plain(x, y, augment=False)
+    report("plain reference: epoch, augmentation off", plain_off, "s")
+    plain_on = time_plain(x, y, augment=True)
+    report("plain reference: epoch, augmentation on (imgaug loop)", plain_on, "s")
+    tf.config.experimental.enable_op_determinism()  # last: it cannot be switched off again
+    deterministic, _ = time_ours(x, y, augment=True)
+    report("ours: epoch, augmentation on, DETERMINISTIC=True", deterministic, "s")
+    report("peak memory of this process", peak_memory_mb(), "MB")
+    ratios = [
+        ("augmentation cost: ours on / ours off", on / off, "target <= 1.10"),
+        ("speed-up with augmentation: plain reference / ours", plain_on / on, "target >= 2"),
+        ("speed-up without augmentation: plain reference / ours", plain_off / off, ""),
+        ("ours (augmentation on) / compute floor", on / floor, "1.0 = at the floor"),
+        ("no-pipeline epoch / compute floor (kernel efficiency)", compute / floor, ""),
+        ("determinism cost: deterministic / default epoch", deterministic / on, ""),
+    ]
+    print()
+    for name, value, note in ratios:
+        print(f"{name:<58} {value:>10.2f}x  {note}")
+    lines = [f"`python bench/speed.py {' '.join(sys.argv[1:])}`".replace(" `", "`"), "",
+             f"{time.strftime('%Y-%m-%d')}, {machine()}; data: {description}", "",
+             "| measure | value |", "|---|---|"]
+    lines += [f"| {name} | {value:,.2f} {unit} |" for name, value, unit in rows]
+    lines += [f"| {name} | **{value:.2f}x** {note} |" for name, value, note in ratios]
+    output = os.path.join(ROOT, OUTPUT)
+    os.makedirs(os.path.dirname(output), exist_ok=True)
+    with open(output, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print(f"\nwrote {output}")
+
+
+if __name__ == "__main__":
+    run(main)
