@@ -6,9 +6,8 @@ import keras
 from keras import layers
 
 from common import configure, run
+from prepare_data import NUM_CLASSES, SIDE  # the data format: 56x56 images, 36 classes
 
-SIDE = 56             # input images are SIDE x SIDE, one channel, pixels 0/1
-NUM_CLASSES = 36      # letters and digits
 FILTERS_1 = 32        # first convolution: stroke pieces
 KERNEL_1 = 5
 STRIDE_1 = 2          # 2 halves the resolution at the first layer: ~4x less compute after it
@@ -16,17 +15,21 @@ FILTERS_2 = 64        # second convolution: parts of characters
 KERNEL_2 = 5
 DENSE_UNITS = 256     # the head that combines parts into characters
 DROPOUT = 0.4         # before the dense and the output layers: the main regulariser
+BATCH_NORM = False    # batch normalisation after each convolution
 
 
 def build_model(num_classes=NUM_CLASSES):
     """conv-pool-conv-pool-dense-softmax; takes SIDE x SIDE x 1 images with pixels 0/1.
     Sizes come from the constants above, read at call time so that overrides apply."""
     inputs = keras.Input(shape=(SIDE, SIDE, 1), name="image")
-    x = layers.Conv2D(FILTERS_1, KERNEL_1, strides=STRIDE_1, padding="same",
-                      activation="relu")(inputs)
-    x = layers.MaxPooling2D(2)(x)
-    x = layers.Conv2D(FILTERS_2, KERNEL_2, padding="same", activation="relu")(x)
-    x = layers.MaxPooling2D(2)(x)
+    x = inputs
+    for filters, kernel, stride in ((FILTERS_1, KERNEL_1, STRIDE_1), (FILTERS_2, KERNEL_2, 1)):
+        x = layers.Conv2D(filters, kernel, strides=stride, padding="same",
+                          use_bias=not BATCH_NORM)(x)
+        if BATCH_NORM:
+            x = layers.BatchNormalization()(x)
+        x = layers.ReLU()(x)
+        x = layers.MaxPooling2D(2)(x)
     x = layers.Flatten()(x)
     x = layers.Dropout(DROPOUT)(x)
     x = layers.Dense(DENSE_UNITS, activation="relu")(x)

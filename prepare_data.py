@@ -26,6 +26,7 @@ SEED = 1337               # seeds the split; the same seed always gives the same
 VAL_FRACTION = 0.2        # share of each class held out for validation (early stopping)
 TEST_FRACTION = 0.2       # share of each class held out for the final test
 
+# The users' data format, fixed (not settings).
 SIDE = 56                 # images are SIDE x SIDE
 NUM_PIXELS = SIDE * SIDE
 NUM_CLASSES = 36          # labels 0..35: letters and digits

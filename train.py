@@ -35,6 +35,8 @@ BATCH_SIZE = 64
 EPOCHS = 60               # upper bound; early stopping usually ends sooner
 LEARNING_RATE = 1e-3      # Adam
 PATIENCE = 8              # epochs without a better validation accuracy before stopping
+LR_DROP_PATIENCE = 0      # >0: multiply the learning rate by LR_DROP_FACTOR after this many
+LR_DROP_FACTOR = 0.3      #     epochs without a better validation accuracy (0: constant rate)
 AUGMENT = True            # random crop, scale and rotation of training batches (augment.py)
 FRESH = False             # True: ignore an unfinished run in OUT_DIR and start over
 DETERMINISTIC = False     # True: TensorFlow op determinism (same seed, same result; slower)
@@ -42,10 +44,10 @@ DISTRIBUTE = "auto"       # auto: all GPUs (MirroredStrategy) if several, all wo
                           # is set (MultiWorkerMirroredStrategy); mirrored: always; off: never
 VERBOSE = 1               # Keras progress output: 0 silent, 1 progress bar, 2 a line per epoch
 
+IMAGE_SHAPE = (prepare_data.SIDE, prepare_data.SIDE, 1)  # the model's input, from the format
+
 
 # ---------------------------------------------------------------------------- input pipeline
-
-IMAGE_SHAPE = (prepare_data.SIDE, prepare_data.SIDE, 1)
 
 def _augment(batch, seed):
     images, labels = batch
@@ -95,9 +97,11 @@ def read_history(path, epochs):
     keeps; rows written after its last saved epoch are dropped)."""
     try:
         with open(path) as f:
-            rows = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+            rows = [{k: float(v) for k, v in row.items() if v} for row in csv.DictReader(f)]
     except (OSError, ValueError):
         return []
+    for row in rows:
+        row["epoch"] = int(row["epoch"])
     return rows[:epochs]
 
 
@@ -167,7 +171,8 @@ class KeepBest(keras.callbacks.Callback):
 def write_history(path, history):
     with atomic_path(path) as tmp:
         with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(history[0]))
+            columns = dict.fromkeys(key for row in history for key in row)  # ordered union
+            writer = csv.DictWriter(f, fieldnames=list(columns))
             writer.writeheader()
             writer.writerows(history)
 
@@ -252,11 +257,15 @@ def main():
     with distribution_strategy().scope():
         model = keras.saving.load_model(resume_path) if resume_path else new_model()
     keeper = KeepBest(OUT_DIR, run_info, history, best_record)
+    callbacks = [keeper]
+    if LR_DROP_PATIENCE:
+        callbacks.insert(0, keras.callbacks.ReduceLROnPlateau(
+            "val_accuracy", factor=LR_DROP_FACTOR, patience=LR_DROP_PATIENCE, verbose=VERBOSE))
     print(f"training on {len(data['y_train'])} images, validating on {len(data['y_val'])}; "
           f"{model.count_params():,} parameters; augmentation {'on' if AUGMENT else 'off'}")
     started = time.time()
     model.fit(train, validation_data=val, epochs=EPOCHS, initial_epoch=epochs_done,
-              callbacks=[keeper], verbose=VERBOSE, shuffle=False)  # shuffled by tf.data
+              callbacks=callbacks, verbose=VERBOSE, shuffle=False)  # shuffled by tf.data
     shutil.rmtree(os.path.join(OUT_DIR, "resume"), ignore_errors=True)  # the run is complete
     print(f"trained {len(keeper.history) - epochs_done} epochs in {time.time() - started:.0f} s")
     print(f"best epoch {keeper.run_best_epoch}: val_accuracy {keeper.run_best:.4f}")

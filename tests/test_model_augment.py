@@ -53,3 +53,31 @@ def test_augmented_pipeline_keeps_labels_with_their_images():
             assert (column < 28) == (label % 2 == 0), (label, column)
             seen_y.append(int(label))
     assert sorted(seen_y) == sorted(y.tolist())
+
+
+def test_tensorflow_augmentation_matches_the_contract():
+    import tensorflow as tf
+    x, _ = make_dataset(per_class=2)
+    images = x.reshape(-1, 56, 56, 1)
+    out = augment.augment_batch_tf(tf.constant(images), tf.constant([1, 2])).numpy()
+    assert out.shape == images.shape and out.dtype == images.dtype
+    assert set(np.unique(out)) <= {0, 1} and not np.array_equal(out, images)
+    again = augment.augment_batch_tf(tf.constant(images), tf.constant([1, 2])).numpy()
+    np.testing.assert_array_equal(out, again)  # a seed fixes the draw
+    identity = augment.augment_batch_tf(tf.constant(images), tf.constant([1, 2]), crop_px=0,
+                                        scale=0.0, rotate=0).numpy()
+    np.testing.assert_array_equal(identity, images)
+
+
+def test_tensorflow_augmentation_geometry():
+    import tensorflow as tf
+    # a bar along the top edge: a 90-degree rotation about the centre puts it on a side edge
+    image = np.zeros((1, 56, 56, 1), np.uint8)
+    image[0, 2:8, 10:46] = 1
+    turned = augment.augment_batch_tf(tf.constant(image), tf.constant([0, 0]), crop_px=0,
+                                      scale=0.0, rotate=90).numpy()[0, ..., 0]
+    # rotate=90 draws an angle in [-90, 90]; whatever the draw, the bar keeps its length
+    assert abs(int(turned.sum()) - int(image.sum())) < 0.15 * image.sum()
+    # with every range at zero the transform is exactly the identity matrix
+    transforms = augment.random_transforms(1, tf.constant([3, 4]), 56.0, 0, 0.0, 0)
+    np.testing.assert_allclose(transforms.numpy()[0], [1, 0, 0, 0, 1, 0, 0, 0], atol=1e-6)
