@@ -7,6 +7,7 @@ The split is rebuilt from the run record beside the checkpoint (best.json next t
 same data, same seed. Data that differs from what the model was trained on is refused. The last
 line printed is `test accuracy: 0.XXXX (correct/total)`.
 """
+import functools
 import json
 import os
 
@@ -79,10 +80,21 @@ def check_compatible(model, num_classes):
                         f"and {num_classes} classes: it belongs to another project or dataset")
 
 
+@functools.lru_cache(maxsize=8)
+def _inference(model):
+    """The model's forward pass as one traced graph taking uint8 batches of any size: about a
+    third faster than model.predict, which adds a data pipeline and callbacks per call."""
+    side = prepare_data.SIDE
+    return tf.function(lambda images: model(tf.cast(images, tf.float32), training=False),
+                       input_signature=[tf.TensorSpec([None, side, side, 1], tf.uint8)])
+
+
 def predict_probabilities(model, x, batch_size=BATCH_SIZE):
-    """Class probabilities for N x 3136 binary images, in large batches."""
-    images = x.reshape(-1, prepare_data.SIDE, prepare_data.SIDE, 1).astype(np.float32)
-    return model.predict(images, batch_size=batch_size, verbose=0)
+    """Class probabilities for N x 3136 binary images (uint8), in large batches."""
+    images = np.asarray(x, np.uint8).reshape(-1, prepare_data.SIDE, prepare_data.SIDE, 1)
+    forward = _inference(model)
+    return np.concatenate([forward(images[i:i + batch_size]).numpy()
+                           for i in range(0, max(len(images), 1), batch_size)])
 
 
 def confused_pairs(matrix, names, top):

@@ -37,6 +37,7 @@ LEARNING_RATE = 1e-3      # Adam
 PATIENCE = 8              # epochs without a better validation accuracy before stopping
 LR_DROP_PATIENCE = 0      # >0: multiply the learning rate by LR_DROP_FACTOR after this many
 LR_DROP_FACTOR = 0.3      #     epochs without a better validation accuracy (0: constant rate)
+EMA_MOMENTUM = 0.0        # >0: validate and keep an exponential moving average of the weights
 AUGMENT = True            # random crop, scale and rotation of training batches (augment.py)
 FRESH = False             # True: ignore an unfinished run in OUT_DIR and start over
 DETERMINISTIC = False     # True: TensorFlow op determinism (same seed, same result; slower)
@@ -232,7 +233,9 @@ def distribution_strategy():
 def new_model():
     """The default model, compiled with the optimiser and loss of this recipe."""
     model = model_config.build_model(num_classes=prepare_data.NUM_CLASSES)
-    model.compile(optimizer=keras.optimizers.Adam(LEARNING_RATE),
+    optimizer = keras.optimizers.Adam(LEARNING_RATE, use_ema=EMA_MOMENTUM > 0,
+                                      ema_momentum=EMA_MOMENTUM or 0.99)
+    model.compile(optimizer=optimizer,
                   loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     return model
 
@@ -258,6 +261,8 @@ def main():
         model = keras.saving.load_model(resume_path) if resume_path else new_model()
     keeper = KeepBest(OUT_DIR, run_info, history, best_record)
     callbacks = [keeper]
+    if EMA_MOMENTUM:  # the averaged weights are the ones validated and saved
+        callbacks.insert(0, keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
     if LR_DROP_PATIENCE:
         callbacks.insert(0, keras.callbacks.ReduceLROnPlateau(
             "val_accuracy", factor=LR_DROP_FACTOR, patience=LR_DROP_PATIENCE, verbose=VERBOSE))

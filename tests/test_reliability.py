@@ -122,8 +122,10 @@ def test_deterministic_runs_are_identical(tmp_path, tiny_pickle):
 
 
 def test_mirrored_strategy_path_runs_on_one_cpu_replica(tmp_path, tiny_pickle):
+    # with the optional levers switched on, so that their code paths run under a strategy too
     trained = run_script("train.py", f"--data={tiny_pickle}", "--distribute=mirrored",
-                         "--epochs=1", cwd=tmp_path)
+                         "--epochs=2", "--batch_norm=True", "--ema_momentum=0.9",
+                         "--lr_drop_patience=1", "--backend=imgaug", cwd=tmp_path)
     assert trained.returncode == 0, trained.stderr[-3000:]
     assert "1 replica(s) with MirroredStrategy" in trained.stdout
     assert (tmp_path / "out" / "best.keras").exists()
