@@ -31,6 +31,10 @@ from common import configure, run  # noqa: E402
 CROP_PX = 5            # crop 0..CROP_PX pixels from each side, then resize back (a zoom)
 SCALE = 0.2            # scale x and y independently by 1 +- SCALE
 ROTATE = 25            # rotation range in degrees, +-ROTATE
+KEEP_ASPECT = False    # True: one crop for all sides and one scale for both axes, so that the
+                       # character's aspect ratio (0 against O, 1 against I) survives
+REFRAME = False        # True (tf back end): after the warp, crop to the ink and scale it to fill
+                       # the frame again, as every image of the data is framed
 BACKEND = "tf"         # "tf": in-graph warp (fast, parallel); "imgaug": the reference's library
 PREVIEW_OUTPUT = "augment_grid.png"  # where `python augment.py` writes its preview
 PREVIEW_ROWS = 8       # preview: images shown, each followed by PREVIEW_COPIES augmented copies
@@ -38,14 +42,16 @@ PREVIEW_COPIES = 7
 PREVIEW_SEED = 0
 
 
-def make_augmenter(seed, crop_px=None, scale=None, rotate=None):
+def make_augmenter(seed, crop_px=None, scale=None, rotate=None, keep_aspect=None):
     """The imgaug pipeline; ranges default to the constants above (read at call time)."""
     crop_px = CROP_PX if crop_px is None else crop_px
     scale = SCALE if scale is None else scale
     rotate = ROTATE if rotate is None else rotate
+    keep_aspect = KEEP_ASPECT if keep_aspect is None else keep_aspect
+    scales = (1 - scale, 1 + scale)
     augmenter = iaa.Sequential([
-        iaa.Crop(px=(0, crop_px), keep_size=True),
-        iaa.Affine(scale={"x": (1 - scale, 1 + scale), "y": (1 - scale, 1 + scale)},
+        iaa.Crop(px=(0, crop_px), keep_size=True, sample_independently=not keep_aspect),
+        iaa.Affine(scale=scales if keep_aspect else {"x": scales, "y": scales},
                    rotate=(-rotate, rotate), order=1),
     ])
     augmenter.seed_(int(seed))  # seeds the children too (a seed= argument would not)
@@ -64,12 +70,14 @@ def augment_batch(images, seed, **ranges):
     return (augmented >= 128).astype(images.dtype).reshape(images.shape)
 
 
-def random_transforms(count, seed, side, crop_px, scale, rotate):
+def random_transforms(count, seed, side, crop_px, scale, rotate, keep_aspect=False):
     """`count` rows of 8 projective-transform parameters (output pixel -> input pixel), one
     random draw per image from a stateless seed (a [2] int tensor): crop 0..crop_px per side
     and resize back, then scale each axis by 1 +- scale and rotate by +-rotate degrees about
     the centre, as the imgaug pipeline does."""
     draws = tf.random.stateless_uniform([count, 7], seed=seed)
+    if keep_aspect:  # one crop draw for every side, one scale draw for both axes
+        draws = tf.gather(draws, [0, 0, 0, 0, 4, 4, 6], axis=1)
     crops = tf.floor(draws[:, :4] * (crop_px + 1))  # whole pixels, like imgaug
     left, right, top, bottom = tf.unstack(crops, axis=1)
     scale_x = 1 - scale + 2 * scale * draws[:, 4]
@@ -88,19 +96,64 @@ def random_transforms(count, seed, side, crop_px, scale, rotate):
                      zoom_y * a10, zoom_y * a11, zoom_y * shift_y + top, zeros, zeros], axis=1)
 
 
-def augment_batch_tf(images, seed, crop_px=None, scale=None, rotate=None):
+def _as_matrices(transforms):
+    """[N, 8] transform rows -> [N, 3, 3] matrices (output pixel -> input pixel)."""
+    rows = tf.concat([transforms[:, :6], tf.zeros_like(transforms[:, :2]),
+                      tf.ones_like(transforms[:, :1])], axis=1)
+    return tf.reshape(rows, [-1, 3, 3])
+
+
+def _warp(images, transforms):
+    return tf.raw_ops.ImageProjectiveTransformV3(
+        images=images, transforms=transforms, output_shape=tf.shape(images)[1:3],
+        fill_value=0.0, interpolation="BILINEAR", fill_mode="CONSTANT")
+
+
+def reframing_transforms(images):
+    """Transforms that crop each image (N x H x W x 1, ink > 0.5) to its ink and scale it,
+    keeping its aspect, so that its longer side fills the frame from the top or left edge
+    and its shorter side is centred: how the users' images are framed."""
+    ink = images[..., 0] > 0.5
+    rows, cols = tf.reduce_any(ink, axis=2), tf.reduce_any(ink, axis=1)
+    side = tf.cast(tf.shape(images)[1], tf.float32)
+
+    def extent(mask):  # first and last inked index: (first, last - first) as floats
+        first = tf.argmax(tf.cast(mask, tf.int32), axis=1)
+        last = tf.shape(mask, out_type=tf.int64)[1] - 1 - tf.argmax(
+            tf.cast(mask[:, ::-1], tf.int32), axis=1)
+        return tf.cast(first, tf.float32), tf.cast(last - first, tf.float32)
+
+    top, height = extent(rows)
+    left, width = extent(cols)
+    empty = ~tf.reduce_any(ink, axis=[1, 2])  # nothing to frame: leave as it is
+    fill = side - 2  # output pixels 0..fill: the longer side spans side - 1 pixels
+    step = tf.where(empty, 1.0, tf.maximum(tf.maximum(height, width), 1.0) / fill)
+    # Whole-pixel offsets: the longer side starts at 0, the shorter one is centred.
+    shift_x = tf.where(empty, 0.0, left - tf.floor((side - 1 - width / step) / 2) * step)
+    shift_y = tf.where(empty, 0.0, top - tf.floor((side - 1 - height / step) / 2) * step)
+    zeros = tf.zeros_like(step)
+    return tf.stack([step, zeros, shift_x, zeros, step, shift_y, zeros, zeros], axis=1)
+
+
+def augment_batch_tf(images, seed, crop_px=None, scale=None, rotate=None, keep_aspect=None,
+                     reframe=None):
     """TensorFlow version of `augment_batch` for a batch of N x H x W x 1 binary images (any
     dtype); `seed` is a [2] int tensor. Bilinear warp, then threshold back to 0/1."""
     crop_px = CROP_PX if crop_px is None else crop_px
     scale = SCALE if scale is None else scale
     rotate = ROTATE if rotate is None else rotate
+    keep_aspect = KEEP_ASPECT if keep_aspect is None else keep_aspect
+    reframe = REFRAME if reframe is None else reframe
+    pixels = tf.cast(images, tf.float32)
     shape = tf.shape(images)
     transforms = random_transforms(shape[0], seed, tf.cast(shape[2], tf.float32), crop_px,
-                                   scale, rotate)
-    warped = tf.raw_ops.ImageProjectiveTransformV3(
-        images=tf.cast(images, tf.float32), transforms=transforms, output_shape=shape[1:3],
-        fill_value=0.0, interpolation="BILINEAR", fill_mode="CONSTANT")
-    return tf.cast(warped >= 0.5, images.dtype)
+                                   scale, rotate, keep_aspect)
+    if reframe:  # one warp that does both, composed from a first look at where the ink went
+        framing = reframing_transforms(_warp(pixels, transforms))
+        combined = tf.matmul(_as_matrices(transforms), _as_matrices(framing))
+        transforms = tf.concat([tf.reshape(combined, [-1, 9])[:, :6],
+                                tf.zeros_like(transforms[:, :2])], axis=1)
+    return tf.cast(_warp(pixels, transforms) >= 0.5, images.dtype)
 
 
 def main():

@@ -160,11 +160,11 @@ def frame_character(gray, threshold=0.5):
         return canvas
     rows, cols = np.flatnonzero(ink.any(1)), np.flatnonzero(ink.any(0))
     crop = gray[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
-    scale = (SIDE - 2) / max(crop.shape)
+    scale = (SIDE - 1) / max(crop.shape)  # the longer side spans 55 of the 56 pixels
     height, width = (max(1, round(n * scale)) for n in crop.shape)
     image = Image.fromarray(np.uint8(255 * crop / crop.max())).resize((width, height),
                                                                       Image.BILINEAR)
-    top, left = (SIDE - height) // 2, (SIDE - width) // 2
+    top, left = (SIDE - height) // 2, (SIDE - width) // 2  # as augment.REFRAME places it
     canvas[top:top + height, left:left + width] = np.asarray(image) >= 255 * threshold
     return canvas
 
@@ -308,7 +308,7 @@ def prepare(source=INPUT, seed=SEED, prepared_dir=PREPARED_DIR, verbose=True):
     if source == EMBEDDED:
         if verbose:
             announce_embedded()
-        raw, sha, key = None, None, EMBEDDED
+        raw, sha, key = None, None, EMBEDDED + "-v2"  # bump when embedded_dataset changes
     else:
         raw = _read_bytes(source)
         sha = hashlib.sha256(raw).hexdigest()

@@ -24,7 +24,8 @@ BIAS = 0.05
 LEARNING_RATE = 1e-4
 BATCH_SIZE = 32
 STEPS = 16_000
-AUGMENT_RANGES = {"crop_px": 5, "scale": 0.2, "rotate": 25}  # the old imgaug pipeline
+AUGMENT_RANGES = {"crop_px": 5, "scale": 0.2, "rotate": 25,  # the old imgaug pipeline
+                  "keep_aspect": False}
 
 
 def build_reference_model(num_classes=36):

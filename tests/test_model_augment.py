@@ -81,3 +81,32 @@ def test_tensorflow_augmentation_geometry():
     # with every range at zero the transform is exactly the identity matrix
     transforms = augment.random_transforms(1, tf.constant([3, 4]), 56.0, 0, 0.0, 0)
     np.testing.assert_allclose(transforms.numpy()[0], [1, 0, 0, 0, 1, 0, 0, 0], atol=1e-6)
+
+
+def test_reframing_fills_the_frame_like_the_data():
+    import tensorflow as tf
+    import prepare_data
+    rng = np.random.default_rng(0)
+    framed = np.stack([prepare_data.frame_character(rng.random((20, 12)) > 0.6)
+                       for _ in range(8)])[..., None]
+    # an image framed like the data is left exactly as it is
+    transforms = augment.reframing_transforms(tf.constant(framed, tf.float32))
+    np.testing.assert_array_equal(augment._warp(tf.constant(framed, tf.float32),
+                                                transforms).numpy() >= 0.5, framed > 0)
+    # after a random warp and reframing, the longer side of the ink spans the frame again
+    out = augment.augment_batch_tf(tf.constant(framed), tf.constant([5, 6]), reframe=True,
+                                   keep_aspect=True).numpy()[..., 0]
+    for image in out:
+        rows, cols = np.flatnonzero(image.any(1)), np.flatnonzero(image.any(0))
+        assert max(rows[-1] - rows[0], cols[-1] - cols[0]) >= 52
+        assert min(rows[0], cols[0]) <= 1
+
+
+def test_keep_aspect_in_both_back_ends():
+    import tensorflow as tf
+    transforms = augment.random_transforms(64, tf.constant([1, 1]), 56.0, 5, 0.2, 0,
+                                           keep_aspect=True).numpy()
+    np.testing.assert_allclose(transforms[:, 0], transforms[:, 4], rtol=1e-6)  # same zoom on x, y
+    x, _ = make_dataset(per_class=1)
+    out = augment.augment_batch(x, seed=2, keep_aspect=True)
+    assert out.shape == x.shape and set(np.unique(out)) <= {0, 1}
