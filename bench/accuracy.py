@@ -39,8 +39,12 @@ WORK_DIR = "bench/runs"    # runs and cached reference results (not in git)
 OUTPUT = ""                # Markdown table (default: bench/results/accuracy-<data>.md)
 
 
+def dataset_name():
+    return os.path.splitext(os.path.basename(DATA))[0]
+
+
 def run_ours(seed, work_dir):
-    out_dir = os.path.join(work_dir, f"ours-seed{seed}")
+    out_dir = os.path.join(work_dir, f"ours-{dataset_name()}-seed{seed}")  # one per dataset
     common = [f"--prepared_dir={os.path.join(work_dir, 'data')}"]
     started = time.time()
     trained = subprocess.run(
@@ -134,7 +138,7 @@ def main():
     configure(globals())
     if QUICK:
         SEEDS, REFERENCE_STEPS = 1, min(REFERENCE_STEPS, 4000)
-    name = os.path.splitext(os.path.basename(DATA))[0]
+    name = dataset_name()
     output = OUTPUT or os.path.join(ROOT, "bench", "results",
                                     f"accuracy-{name}{'-quick' if QUICK else ''}.md")
     work_dir = os.path.join(ROOT, WORK_DIR) if WORK_DIR else tempfile.mkdtemp()
