@@ -71,7 +71,8 @@ def load_pickle_object(raw, path):
     except pickle.UnpicklingError as error:
         if "asks to call" in str(error):
             raise UserError(f"{path}: refused to load, {error}; only numpy arrays and plain "
-                            f"lists/tuples are accepted: re-save it as (train_x, train_y)") from None
+                            f"lists/tuples are accepted: re-save it as (train_x, train_y)"
+                            ) from None
         raise UserError(f"{path} is not a valid pickle ({error}): re-save it with "
                         f"pickle.dump((train_x, train_y), f)") from None
     except (EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError,

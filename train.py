@@ -256,7 +256,8 @@ def main():
 
     train = make_dataset(data["x_train"], data["y_train"], BATCH_SIZE, training=True,
                          augment=AUGMENT, seed=SEED)
-    val = make_dataset(data["x_val"], data["y_val"], max(BATCH_SIZE, 512))  # no gradients: big batches
+    # No gradients for validation: big batches are faster.
+    val = make_dataset(data["x_val"], data["y_val"], max(BATCH_SIZE, 512))
     with distribution_strategy().scope():
         model = keras.saving.load_model(resume_path) if resume_path else new_model()
     keeper = KeepBest(OUT_DIR, run_info, history, best_record)

@@ -5,8 +5,9 @@
 For the default model and train.py's tf.data pipeline it measures seconds per training epoch
 with augmentation off and on, inference images/s over a test split and peak memory; then the
 same model trained the plain way (model.fit on numpy arrays, imgaug on each batch in a Python
-loop, as the reference project did), at our batch size and at the reference's batch of 32. Also: the compute floor from this machine's measured peak
-FLOP/s, the epoch time with no input pipeline at all, and the cost of DETERMINISTIC=True.
+loop, as the reference project did), at our batch size and at the reference's batch of 32.
+Also: the compute floor from this machine's measured peak FLOP/s, the epoch time with no input
+pipeline at all, and the cost of DETERMINISTIC=True.
 All ratios come from one run on one machine.
 """
 import os

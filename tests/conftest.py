@@ -19,7 +19,8 @@ def make_dataset(per_class=12, num_classes=36, seed=0):
     x = np.zeros((per_class * num_classes, 56, 56), np.uint8)
     y = np.repeat(np.arange(num_classes), per_class)
     for i, label in enumerate(y):
-        top, left = 9 * (label // 6) + 1 + rng.integers(-1, 2), 9 * (label % 6) + 1 + rng.integers(-1, 2)
+        top = 9 * (label // 6) + 1 + rng.integers(-1, 2)
+        left = 9 * (label % 6) + 1 + rng.integers(-1, 2)
         x[i, max(top, 0):top + 7, max(left, 0):left + 7] = 1
     x |= (rng.random(x.shape) < 0.01).astype(np.uint8)
     order = rng.permutation(len(y))
