@@ -11,8 +11,10 @@ pipeline at all, and the cost of DETERMINISTIC=True.
 All ratios come from one run on one machine.
 """
 import os
+import pickle
 import resource
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -25,6 +27,7 @@ with quiet_native_stderr():
     import tensorflow as tf
     tf.config.list_logical_devices()
 import evaluate  # noqa: E402
+import model as model_config  # noqa: E402
 import prepare_data  # noqa: E402
 import train  # noqa: E402
 from bench.accuracy import machine  # noqa: E402
@@ -137,12 +140,27 @@ def training_flops_per_image(model):
     return 2 * 3 * total
 
 
+def loading_seconds(x, y):
+    """(first, later) seconds of prepare_data.prepare() on a pickle of these images: the first
+    call unpickles, validates, splits and caches; later calls read the packed cache."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "train.pkl")
+        with open(path, "wb") as f:
+            pickle.dump((x, y), f)
+        times = []
+        for _ in range(2):
+            started = time.perf_counter()
+            prepare_data.prepare(path, prepared_dir=folder, verbose=False)
+            times.append(time.perf_counter() - started)
+    return times
+
+
 def peak_memory_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def main():
-    configure(globals())
+    configure(globals(), vars(model_config))  # e.g. --stride_1=1 times another model
     x, y, x_test, description = load_data()
     print(f"data: {description}: {len(x)} training and {len(x_test)} test images; "
           f"batch {train.BATCH_SIZE}; {machine()}", flush=True)
@@ -152,6 +170,10 @@ def main():
         rows.append((name, value, unit))
         print(f"{name:<58} {value:>10.2f} {unit}", flush=True)
 
+    first, cached = loading_seconds(np.concatenate([x, x_test]),
+                                    np.concatenate([y, y[:len(x_test)]]))
+    report("loading a pickle of all images: first prepare()", first, "s")
+    report("loading it again: the packed cache", cached, "s")
     flops = peak_flops()
     report("peak matmul rate (float32, 2048x2048)", flops / 1e9, "GFLOP/s")
     off, _ = time_ours(x, y, augment=False)
