@@ -28,36 +28,38 @@ if not hasattr(np, "complex"):
     np.complex = complex
 import imgaug.augmenters as iaa  # noqa: E402  (needs the aliases above)
 
-import tensorflow as tf  # noqa: E402
-
-from common import configure, run  # noqa: E402
+from common import configure, quiet_native_stderr, run  # noqa: E402
+with quiet_native_stderr():  # TensorFlow's C++ start-up lines, shown only if it fails
+    import tensorflow as tf
 
 CROP_PX = 3            # crop 0..CROP_PX pixels from each side, then resize back (a zoom)
 SCALE = 0.1            # scale by 1 +- SCALE (x and y alike with KEEP_ASPECT)
 ROTATE = 12            # rotation range in degrees, +-ROTATE
 KEEP_ASPECT = True     # True: one crop for all sides and one scale for both axes, so that the
                        # character's aspect ratio (0 against O, 1 against I) survives
+ELASTIC = 0.0          # tf back end: >0, also bend each image by a smooth random displacement
+                       # field of up to about this many pixels (as pens wobble)
+SHARE = 1.0            # share of the images that are transformed; the others pass unchanged
+STROKE = 0.0           # tf back end: share of the images whose strokes are then made a pixel
+                       # thicker (half of them) or thinner (the other half)
 REFRAME = False        # True (tf back end): after the warp, crop to the ink and scale it to fill
                        # the frame again, as every image of the data is framed
 BACKEND = "tf"         # "tf": in-graph warp (fast, parallel); "imgaug": the reference's library
-PREVIEW_OUTPUT = "augment_grid.png"  # where `python augment.py` writes its preview
-PREVIEW_ROWS = 8       # preview: images shown, each followed by PREVIEW_COPIES augmented copies
-PREVIEW_COPIES = 7
-PREVIEW_SEED = 0
 
 
-def make_augmenter(seed, crop_px=None, scale=None, rotate=None, keep_aspect=None):
+def make_augmenter(seed, crop_px=None, scale=None, rotate=None, keep_aspect=None, share=None):
     """The imgaug pipeline; ranges default to the constants above (read at call time)."""
     crop_px = CROP_PX if crop_px is None else crop_px
     scale = SCALE if scale is None else scale
     rotate = ROTATE if rotate is None else rotate
     keep_aspect = KEEP_ASPECT if keep_aspect is None else keep_aspect
+    share = SHARE if share is None else share
     scales = (1 - scale, 1 + scale)
-    augmenter = iaa.Sequential([
+    augmenter = iaa.Sometimes(share, iaa.Sequential([
         iaa.Crop(px=(0, crop_px), keep_size=True, sample_independently=not keep_aspect),
         iaa.Affine(scale=scales if keep_aspect else {"x": scales, "y": scales},
                    rotate=(-rotate, rotate), order=1),
-    ])
+    ]))
     augmenter.seed_(int(seed))  # seeds the children too (a seed= argument would not)
     return augmenter
 
@@ -139,14 +141,53 @@ def reframing_transforms(images):
     return tf.stack([step, zeros, shift_x, zeros, step, shift_y, zeros, zeros], axis=1)
 
 
+def _bend(pixels, seed, strength):
+    """Moves every pixel of each image by a smooth random displacement (a 4x4 grid of random
+    shifts of up to `strength` pixels, interpolated over the image), sampled bilinearly."""
+    shape = tf.shape(pixels)
+    count, height, width = shape[0], shape[1], shape[2]
+    coarse = tf.random.stateless_uniform([count, 4, 4, 2], seed=seed, minval=-1, maxval=1)
+    shift = tf.image.resize(coarse, [height, width], method="bicubic") * strength
+    rows, cols = tf.meshgrid(tf.range(height, dtype=tf.float32),
+                             tf.range(width, dtype=tf.float32), indexing="ij")
+    rows, cols = rows + shift[..., 0], cols + shift[..., 1]  # where each output pixel reads
+    top, left = tf.floor(rows), tf.floor(cols)
+    batch = tf.broadcast_to(tf.range(count)[:, None, None], tf.shape(rows))
+    out = tf.zeros_like(rows)
+    for d_row, d_col in ((0, 0), (0, 1), (1, 0), (1, 1)):  # the four neighbours, weighted
+        r, c = top + d_row, left + d_col
+        weight = (1 - tf.abs(rows - r)) * (1 - tf.abs(cols - c))
+        inside = (r >= 0) & (r < tf.cast(height, tf.float32)) & (c >= 0) & \
+            (c < tf.cast(width, tf.float32))
+        index = tf.stack([batch, tf.cast(tf.clip_by_value(r, 0, tf.cast(height - 1, tf.float32)),
+                                         tf.int32),
+                          tf.cast(tf.clip_by_value(c, 0, tf.cast(width - 1, tf.float32)),
+                                  tf.int32)], axis=-1)
+        out += tf.where(inside, weight * tf.gather_nd(pixels[..., 0], index), 0.0)
+    return out[..., None]
+
+
+def _stroke_width(pixels, seed, share):
+    """Makes the strokes of a random `share` of the images one pixel thicker (2x2 maximum)
+    or thinner (2x2 minimum), half each: pens and scanners differ in line width."""
+    thicker = tf.nn.max_pool2d(pixels, 2, 1, "SAME")
+    thinner = -tf.nn.max_pool2d(-pixels, 2, 1, "SAME")
+    draw = tf.random.stateless_uniform([tf.shape(pixels)[0], 1, 1, 1], seed=seed)
+    return tf.where(draw < share / 2, thicker, tf.where(draw < share, thinner, pixels))
+
+
 def augment_batch_tf(images, seed, crop_px=None, scale=None, rotate=None, keep_aspect=None,
-                     reframe=None):
+                     elastic=None, share=None, stroke=None, reframe=None):
     """TensorFlow version of `augment_batch` for a batch of N x H x W x 1 binary images (any
-    dtype); `seed` is a [2] int tensor. Bilinear warp, then threshold back to 0/1."""
+    dtype); `seed` is a [2] int tensor. Bilinear warp, then threshold back to 0/1. Ranges
+    default to the constants above (read at call time)."""
     crop_px = CROP_PX if crop_px is None else crop_px
     scale = SCALE if scale is None else scale
     rotate = ROTATE if rotate is None else rotate
     keep_aspect = KEEP_ASPECT if keep_aspect is None else keep_aspect
+    elastic = ELASTIC if elastic is None else elastic
+    share = SHARE if share is None else share
+    stroke = STROKE if stroke is None else stroke
     reframe = REFRAME if reframe is None else reframe
     pixels = tf.cast(images, tf.float32)
     shape = tf.shape(images)
@@ -157,7 +198,17 @@ def augment_batch_tf(images, seed, crop_px=None, scale=None, rotate=None, keep_a
         combined = tf.matmul(_as_matrices(transforms), _as_matrices(framing))
         transforms = tf.concat([tf.reshape(combined, [-1, 9])[:, :6],
                                 tf.zeros_like(transforms[:, :2])], axis=1)
-    return tf.cast(_warp(pixels, transforms) >= 0.5, images.dtype)
+    warped = _warp(pixels, transforms)
+    if elastic > 0:
+        warped = _bend(warped, tf.random.experimental.stateless_fold_in(seed, 3), elastic)
+    warped = tf.cast(warped >= 0.5, tf.float32)
+    if stroke > 0:
+        warped = _stroke_width(warped, tf.random.experimental.stateless_fold_in(seed, 1), stroke)
+    if share < 1:
+        chosen = tf.random.stateless_uniform([shape[0], 1, 1, 1], seed=tf.random.experimental
+                                             .stateless_fold_in(seed, 2)) < share
+        warped = tf.where(chosen, warped, pixels)
+    return tf.cast(warped, images.dtype)
 
 
 def main():
@@ -165,22 +216,22 @@ def main():
 
     from prepare_data import prepare
     configure(globals())
-    x = prepare(verbose=False)["x_train"]
-    x = x[np.linspace(0, len(x) - 1, PREVIEW_ROWS).astype(int)].reshape(-1, 56, 56, 1)
+    output, rows, copies_per_row = "augment_grid.png", 8, 7  # originals, then copies of each
+    x = prepare(verbose=False)["x_train"]  # the default data: data/train.pkl or embedded
+    x = x[np.linspace(0, len(x) - 1, rows).astype(int)].reshape(-1, 56, 56, 1)
     if BACKEND == "tf":
-        copies = [augment_batch_tf(x, tf.constant([PREVIEW_SEED, c])).numpy()
-                  for c in range(PREVIEW_COPIES)]
+        copies = [augment_batch_tf(x, tf.constant([0, c])).numpy() for c in range(copies_per_row)]
     else:
-        copies = [augment_batch(x, PREVIEW_SEED + c) for c in range(PREVIEW_COPIES)]
+        copies = [augment_batch(x, c) for c in range(copies_per_row)]
     columns = [x] + copies
-    grid = np.full((PREVIEW_ROWS * 58, len(columns) * 58), 128, np.uint8)  # grey gutters
+    grid = np.full((rows * 58, len(columns) * 58), 128, np.uint8)  # grey gutters
     for c, batch in enumerate(columns):
         for r, image in enumerate(batch):
             grid[r * 58 + 1:r * 58 + 57, c * 58 + 1:c * 58 + 57] = image[..., 0] * 255
     Image.fromarray(grid).resize((grid.shape[1] * 2, grid.shape[0] * 2),
-                                 Image.NEAREST).save(PREVIEW_OUTPUT)
-    print(f"wrote {PREVIEW_OUTPUT}: originals in the first column, then "
-          f"{PREVIEW_COPIES} copies augmented with {BACKEND}")
+                                 Image.NEAREST).save(output)
+    print(f"wrote {output}: originals in the first column, then "
+          f"{copies_per_row} copies augmented with {BACKEND}")
 
 
 if __name__ == "__main__":

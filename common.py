@@ -1,12 +1,14 @@
-"""Small helpers shared by every script: shell overrides, clean errors, atomic writes.
+"""Small helpers shared by every script: shell overrides, help, clean errors, atomic writes.
 
 Each script keeps its settings as UPPER_CASE constants at the top and calls
 `configure(globals())`, so `python train.py --epochs=5 --augment=False` overrides EPOCHS and
-AUGMENT with values of the same type. Expected user mistakes raise `UserError`, which `run`
-turns into one line on stderr and exit code 2 instead of a traceback.
+AUGMENT with values of the same type, and `python train.py --help` lists them with their
+comments. Expected user mistakes raise `UserError`, which `run` turns into one line on stderr
+and exit code 2 instead of a traceback.
 """
 import contextlib
 import os
+import re
 import sys
 import tempfile
 
@@ -34,18 +36,24 @@ def _parse_value(name, text, current):
     return text
 
 
-def configure(*namespaces, argv=None):
+def configure(*namespaces, argv=None, positional=None):
     """Applies `--name=value` overrides to the UPPER_CASE constants of the given namespaces (a
     script's globals(), and e.g. vars(model) so that train.py can set the model's sizes).
-    Returns the arguments that are not overrides (e.g. input files)."""
+    `-h`/`--help` prints the settings with their comments and exits.
+
+    Arguments that are not options: with positional=None they are refused; with the name of a
+    setting (e.g. "DATA"), one such argument sets it; with "*" they are returned (input files)."""
     argv = sys.argv[1:] if argv is None else argv
+    if "-h" in argv or "--help" in argv:
+        print(help_text(namespaces, positional))
+        sys.exit(0)
     owners = {}
     for namespace in reversed(namespaces):  # the first namespace wins a shared name
         owners.update({key: namespace for key in settings_of(namespace)})
-    positional = []
+    loose = []
     for arg in argv:
         if not arg.startswith("--"):
-            positional.append(arg)
+            loose.append(arg)
             continue
         name, sep, text = arg[2:].partition("=")
         key = name.upper()
@@ -53,13 +61,62 @@ def configure(*namespaces, argv=None):
             known = " ".join(f"--{k.lower()}" for k in owners)
             raise UserError(f"unknown option {arg!r}: use --name=value with one of: {known}")
         owners[key][key] = _parse_value(name, text, owners[key][key])
-    return positional
+    if positional == "*":
+        return loose
+    if loose and (positional is None or len(loose) > 1):
+        takes = f"only one, the --{positional.lower()} path" if positional else "none"
+        raise UserError(f"unexpected argument(s) {' '.join(loose)}: this script takes {takes}; "
+                        f"settings are given as --name=value (--help lists them)")
+    if loose:
+        owners[positional][positional] = loose[0]
+    return []
 
 
 def settings_of(namespace):
-    """The overridable constants of a namespace: UPPER_CASE names of plain values."""
-    return {k: v for k, v in namespace.items()
-            if k.isupper() and not k.startswith("_") and isinstance(v, (bool, int, float, str))}
+    """The overridable constants of a namespace: UPPER_CASE names of plain values, except
+    those the namespace lists in `_FIXED` (facts such as the image size, not choices)."""
+    fixed = namespace.get("_FIXED", ())
+    return {k: v for k, v in namespace.items() if k.isupper() and not k.startswith("_")
+            and k not in fixed and isinstance(v, (bool, int, float, str))}
+
+
+def _comments(path):
+    """{NAME: comment} from `NAME = value  # comment` lines (and the indented comment lines
+    that continue them) in a script's source."""
+    comments, last = {}, None
+    try:
+        with open(path) as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return comments
+    for line in lines:
+        assignment = re.match(r"([A-Z][A-Z0-9_]*)\s*=.*?#\s?(.*)$", line)
+        continuation = re.match(r"\s+#\s?(.*)$", line)
+        if assignment:
+            last = assignment.group(1)
+            comments[last] = assignment.group(2).strip()
+        elif continuation and last:
+            comments[last] += " " + continuation.group(1).strip()
+        else:
+            last = None
+    return comments
+
+
+def help_text(namespaces, positional=None):
+    """The script's docstring, then every setting: --name=default and its comment."""
+    main = namespaces[0]
+    lines = [(main.get("__doc__") or "").strip(), ""]
+    if positional and positional != "*":
+        lines.append(f"A single argument that is not an option is taken as --{positional.lower()}.")
+    lines.append("Settings (override any with --name=value):")
+    seen = set()
+    for namespace in namespaces:
+        comments = _comments(namespace.get("__file__", ""))
+        for key, value in settings_of(namespace).items():
+            if key not in seen:
+                seen.add(key)
+                lines.append(f"  --{key.lower()}={value}".ljust(34) + f" {comments.get(key, '')}")
+    return "\n".join(lines)
 
 
 def run(main):

@@ -89,8 +89,11 @@ def _inference(model):
                        input_signature=[tf.TensorSpec([None, side, side, 1], tf.uint8)])
 
 
-def predict_probabilities(model, x, batch_size=BATCH_SIZE):
-    """Class probabilities for N x 3136 binary images (uint8), in large batches."""
+def predict_probabilities(model, x, batch_size=None):
+    """Class probabilities for N x 3136 binary images (uint8), in batches of BATCH_SIZE."""
+    batch_size = batch_size or BATCH_SIZE  # read at call time, so that --batch_size applies
+    if batch_size < 1:
+        raise UserError(f"--batch_size={batch_size}: it must be at least 1")
     images = np.asarray(x, np.uint8).reshape(-1, prepare_data.SIDE, prepare_data.SIDE, 1)
     forward = _inference(model)
     return np.concatenate([forward(images[i:i + batch_size]).numpy()
@@ -131,7 +134,7 @@ def write_plots(record, x, y, probabilities, names, matrix):
 
 
 def main():
-    configure(globals())
+    configure(globals(), positional="CHECKPOINT")
     model, record = load_checkpoint(CHECKPOINT)
     names = prepare_data.class_names(LABELS, record["data"]["source"])
     x, y = load_split(record, SPLIT)

@@ -3,16 +3,17 @@
     python predict.py --checkpoint=out/best.keras scan1.png photo.jpg more.npy
     python predict.py img.png --json=True          # one JSON object per line
 
-Takes PNG/JPEG files of any size (turned into the training format: white strokes on black,
-the character cropped to its ink, scaled to fill a 56x56 frame and made binary; a dark-on-light
-scan is detected and inverted) and .npy or pickle arrays of N x 3136 binary pixels. Prints the
-top 3 characters with their probabilities for each image.
+Takes image files of any size (PNG, JPEG, ...: photos, scans, canvas exports with a
+transparent background), turned into the training format: white strokes on black, the character
+cropped to its ink, scaled to fill a 56x56 frame and made binary. Also .npy or pickle arrays of
+N x 3136 binary pixels. Prints the top 3 characters with their probabilities for each image.
 
 From Python: `from predict import predict; labels = predict(images)` (images N x 3136 or
-N x 56 x 56, binary); the model is loaded once and kept.
+N x 56 x 56, 0/1 or 0/255); the model is loaded once and kept.
 """
 import functools
 import json
+import math
 import os
 
 import numpy as np
@@ -28,30 +29,67 @@ CHECKPOINT = "out/best.keras"  # a model written by train.py
 LABELS = "auto"                # class names: auto (by the checkpoint's data), none, or a PATH
 TOP = 3                        # how many best guesses to print per image
 JSON = False                   # one JSON object per line instead of text
+MIN_STROKE = 3.0               # image files: strokes thinner than this many pixels at 56x56
+                               # are widened first (a big photo's thin pen lines would vanish)
+SPECK_SHARE = 0.01             # image files: ink blobs under this share of all the ink are
+                               # specks, left out of the framing
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 
+def load_model(checkpoint=None):
+    """The model and its run record, loaded once per checkpoint (default: CHECKPOINT)."""
+    return _load_model(checkpoint or CHECKPOINT)
+
+
 @functools.lru_cache(maxsize=4)
-def load_model(checkpoint=CHECKPOINT):
-    """The model and its run record, loaded once per checkpoint."""
+def _load_model(checkpoint):
     return evaluate.load_checkpoint(checkpoint)
 
 
-def to_training_format(gray):
-    """A grayscale image (H x W, 0..255) -> 3136 binary pixels framed like the training data.
-    An image already in that format (56x56, two values) is taken exactly as it is."""
-    gray = np.asarray(gray, np.float64)
-    if gray.shape == (prepare_data.SIDE, prepare_data.SIDE) and len(np.unique(gray)) <= 2:
-        bright = gray > (gray.min() + gray.max()) / 2
+def ink_of(image):
+    """A PIL image -> (H x W floats 0..1, strokes bright). Handles what people have: EXIF-
+    rotated phone photos, dark-on-light scans and photos, and transparent PNGs (a canvas
+    export: strokes of any colour on a transparent background, where the alpha is the ink)."""
+    from PIL import ImageOps
+    image = ImageOps.exif_transpose(image)
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        alpha = np.asarray(image.convert("RGBA"))[..., 3].astype(np.float64)
+        if alpha.min() < 128 <= alpha.max():  # see-through background, opaque strokes
+            return alpha / 255
+    gray = np.asarray(image.convert("L"), np.float64)
+    if np.median(gray) > (gray.min() + gray.max()) / 2:
+        gray = 255 - gray  # most pixels are light: a light background, dark strokes
+    background, high = np.median(gray), gray.max()
+    return np.clip((gray - background) / max(high - background, 1), 0, 1)
+
+
+def to_training_format(ink):
+    """Ink (H x W, 0..1, strokes bright) -> 3136 binary pixels framed like the training data:
+    specks dropped, strokes that would come out thinner than MIN_STROKE pixels widened, the
+    character cropped to its ink, scaled to fill the 56x56 frame and binarised (the same
+    framing as the embedded default). A 56x56 two-valued image is taken exactly as it is."""
+    from scipy import ndimage
+    ink = np.asarray(ink, np.float64)
+    side = prepare_data.SIDE
+    if ink.shape == (side, side) and len(np.unique(ink)) <= 2:
+        bright = ink > (ink.min() + ink.max()) / 2
         # background is the majority; strokes are the minority colour
-        pixels = bright if bright.mean() <= 0.5 else ~bright
-        return pixels.astype(np.uint8).ravel()
-    border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
-    if border.mean() > gray.mean():  # light background: a dark-on-light scan
-        gray = 255 - gray
-    low, high = np.percentile(gray, 1), gray.max()
-    strokes = np.clip((gray - low) / max(high - low, 1), 0, 1)
-    return prepare_data.frame_character(strokes).ravel()
+        return (bright if bright.mean() <= 0.5 else ~bright).astype(np.uint8).ravel()
+    mask = ink > 0.5
+    blobs, count = ndimage.label(mask, structure=np.ones((3, 3)))
+    if count:
+        sizes = np.bincount(blobs.ravel())[1:]
+        mask = np.isin(blobs, 1 + np.flatnonzero(sizes >= SPECK_SHARE * sizes.sum()))
+    if not mask.any():
+        return np.zeros(side * side, np.uint8)
+    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+    scale = (side - 1) / max(rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1)
+    edge = mask & ~ndimage.binary_erosion(mask)
+    width = 2 * mask.sum() / max(edge.sum(), 1)  # stroke width: area over half the outline
+    grow = math.ceil((MIN_STROKE / scale - width) / 2)  # pixels to add on each side
+    if grow > 0:
+        mask = ndimage.binary_dilation(mask, np.ones((3, 3)), iterations=grow)
+    return prepare_data.frame_character(mask.astype(np.float64)).ravel()
 
 
 def read_inputs(paths):
@@ -64,7 +102,7 @@ def read_inputs(paths):
         if path.lower().endswith(IMAGE_SUFFIXES):
             try:
                 with Image.open(path) as image:
-                    rows.append(to_training_format(np.asarray(image.convert("L"))))
+                    rows.append(to_training_format(ink_of(image)))
             except (UnidentifiedImageError, OSError) as error:
                 raise UserError(f"{path} is not a readable image ({error})") from None
             names.append(path)
@@ -80,9 +118,7 @@ def read_inputs(paths):
             array = prepare_data.load_pickle_object(raw, path)
             if isinstance(array, (tuple, list)) and len(array) == 2:
                 array = array[0]  # a (train_x, train_y) pair: classify its images
-        array = np.asarray(array)
-        x, _ = prepare_data.validate(array.reshape(len(array), -1) if array.ndim == 3 else array,
-                                     np.zeros(len(array), np.int64), path)
+        x = as_model_input(array, path)
         rows.extend(x)
         names.extend(f"{path}[{i}]" for i in range(len(x)))
     if not rows:
@@ -90,19 +126,29 @@ def read_inputs(paths):
     return names, np.stack(rows).astype(np.uint8)
 
 
-def predict_probabilities(images, checkpoint=CHECKPOINT):
+def as_model_input(images, where="images"):
+    """N x 3136 or N x 56 x 56 binary images (0/1, bool or 0/255), checked like training
+    data -> N x 3136 uint8 0/1. Greyscale or wrongly shaped arrays are refused clearly."""
+    images = np.asarray(images)
+    if images.ndim == 3 and images.shape[1:] == (prepare_data.SIDE, prepare_data.SIDE):
+        images = images.reshape(len(images), -1)
+    x, _ = prepare_data.validate(images, np.zeros(len(images), np.int64), where)
+    return x
+
+
+def predict_probabilities(images, checkpoint=None):
     model, _ = load_model(checkpoint)
-    images = np.asarray(images).reshape(len(images), -1)
-    return evaluate.predict_probabilities(model, images)
+    return evaluate.predict_probabilities(model, as_model_input(images))
 
 
-def predict(images, checkpoint=CHECKPOINT):
-    """Labels (ints 0..35) for binary images, N x 3136 or N x 56 x 56."""
+def predict(images, checkpoint=None):
+    """Labels (ints 0..35) for binary images, N x 3136 or N x 56 x 56 (0/1, bool or 0/255).
+    Raises UserError for anything else (greyscale, other shapes), naming the problem."""
     return predict_probabilities(images, checkpoint).argmax(axis=1)
 
 
 def main():
-    paths = configure(globals())
+    paths = configure(globals(), positional="*")
     names_in, images = read_inputs(paths)
     _, record = load_model(CHECKPOINT)
     class_names = prepare_data.class_names(LABELS, record["data"]["source"])

@@ -23,15 +23,16 @@ _DEFAULT_INPUT = "data/train.pkl"  # when absent, the embedded default stands in
 INPUT = _DEFAULT_INPUT    # the users' pickle (train_x, train_y); "embedded" forces the default
 PREPARED_DIR = "data"     # where prepared splits and their manifests are cached
 SEED = 1337               # seeds the split; the same seed always gives the same split
-VAL_FRACTION = 0.2        # share of each class held out for validation (early stopping)
-TEST_FRACTION = 0.2       # share of each class held out for the final test
 
-# The users' data format, fixed (not settings).
+# The users' data format and the split, fixed: not settings (see _FIXED).
 SIDE = 56                 # images are SIDE x SIDE
 NUM_PIXELS = SIDE * SIDE
 NUM_CLASSES = 36          # labels 0..35: letters and digits
+VAL_FRACTION = 0.2        # share of each class held out for validation (early stopping)
+TEST_FRACTION = 0.2       # share of each class held out for the final test
 EMBEDDED = "embedded"     # name of the built-in dataset in run records
 SPLITS = ("train", "val", "test")
+_FIXED = ("SIDE", "NUM_PIXELS", "NUM_CLASSES", "VAL_FRACTION", "TEST_FRACTION", "EMBEDDED")
 
 
 # ---------------------------------------------------------------------------- safe loading
@@ -337,7 +338,7 @@ def print_class_table(manifest):
 
 
 def main():
-    configure(globals())
+    configure(globals(), positional="INPUT")
     if resolve_source(INPUT) == EMBEDDED:
         announce_embedded()
     prepared = prepare(INPUT, SEED, PREPARED_DIR, verbose=False)

@@ -29,6 +29,7 @@ with quiet_native_stderr():
 import prepare_data  # noqa: E402
 from bench.reference import STEPS, train_reference  # noqa: E402
 
+_FIXED = ("ROOT", "STEPS")  # not settings: where the repo is, and an imported default
 DATA = "../shared/data/dev36.npz"  # a train.pkl, an .npz (x_packed or x, y), or "embedded"
 SEEDS = 3                  # seeds 1..SEEDS; each gives its own split and initialisation
 REFERENCE_AUGMENT = False  # the reference with its imgaug pipeline on every batch

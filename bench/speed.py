@@ -10,6 +10,7 @@ Also: the compute floor from this machine's measured peak FLOP/s, the epoch time
 pipeline at all, and the cost of DETERMINISTIC=True.
 All ratios come from one run on one machine.
 """
+import math
 import os
 import pickle
 import resource
@@ -34,9 +35,10 @@ from bench.accuracy import machine  # noqa: E402
 from bench.reference import BATCH_SIZE as REFERENCE_BATCH  # noqa: E402
 from bench.reference import plain_epoch  # noqa: E402
 
+_FIXED = ("ROOT", "REFERENCE_BATCH")  # not settings: where the repo is, an imported constant
 DATA = "../shared/data/train.pkl"  # used when present; otherwise generated images
 TRAIN_IMAGES = 18_082              # the real data's training split
-TEST_IMAGES = 6_026
+TEST_IMAGES = 6_026                # and its test split (timed inference)
 EPOCHS = 3                         # timed epochs per configuration; the first also traces
 OUTPUT = "bench/results/speed.md"  # Markdown copy of the figures
 
@@ -72,11 +74,14 @@ def steady_epoch(timer):
 
 
 def time_ours(x, y, augment):
+    """train.py's own pipeline and model (its defaults), as train.py runs them."""
     keras.utils.set_random_seed(0)
-    model = train.new_model()
+    steps = math.ceil(len(x) / train.BATCH_SIZE)
+    model = train.new_model(steps)
     timer = EpochTimer()
-    dataset = train.make_dataset(x, y, train.BATCH_SIZE, training=True, augment=augment)
-    model.fit(dataset, epochs=EPOCHS, callbacks=[timer], verbose=0)
+    train.AUGMENT = augment
+    dataset = train.make_training_dataset(x, y, train.BATCH_SIZE, 0, EPOCHS)
+    model.fit(dataset, epochs=EPOCHS, steps_per_epoch=steps, callbacks=[timer], verbose=0)
     return steady_epoch(timer), model
 
 
@@ -84,7 +89,7 @@ def time_compute_only(x, y):
     """An epoch's worth of steps on one batch already in memory: no input pipeline at all."""
     model = train.new_model()
     batch = (tf.constant(x[:train.BATCH_SIZE].reshape(-1, 56, 56, 1), tf.float32),
-             tf.constant(y[:train.BATCH_SIZE]))
+             tf.one_hot(y[:train.BATCH_SIZE], prepare_data.NUM_CLASSES))
     steps = len(x) // train.BATCH_SIZE
     timer = EpochTimer()
     model.fit(tf.data.Dataset.from_tensors(batch).repeat(), steps_per_epoch=steps,
@@ -98,7 +103,8 @@ def time_plain(x, y, augment, batch_size):
     seconds = []
     for epoch in range(EPOCHS):
         started = time.perf_counter()
-        plain_epoch(model, x, y, batch_size, augment, seed=epoch)
+        plain_epoch(model, x, keras.utils.to_categorical(y, prepare_data.NUM_CLASSES),
+                    batch_size, augment, seed=epoch)
         seconds.append(time.perf_counter() - started)
     return float(np.median(seconds[1:]))
 

@@ -60,7 +60,7 @@ def trained_tiny(tmp_path_factory):
     read its outputs: (working dir, pickle path, what train.py printed)."""
     work = tmp_path_factory.mktemp("trained")
     data = write_pickle(work / "train.pkl", make_dataset())
-    result = run_script("train.py", f"--data={data}", "--epochs=2", "--verbose=2",
-                        "--batch_size=32", cwd=work)
+    # no --verbose: stdout is a pipe here, so train.py must log one line per epoch by itself
+    result = run_script("train.py", f"--data={data}", "--epochs=2", "--batch_size=32", cwd=work)
     assert result.returncode == 0, result.stderr[-3000:]
     return work, data, result.stdout

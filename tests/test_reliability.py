@@ -1,18 +1,23 @@
-"""Never lose a run: kill and resume, atomic writes, best-only checkpoints, NaN guard,
-determinism, and the distribution-strategy path on one CPU replica."""
+"""Never lose a run: kill and resume exactly, refused resumes, atomic writes, best-only
+checkpoints, early stopping, learning-rate drops, NaN guard, repeatability, and training on
+several devices and workers."""
+import glob
 import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
 
 import keras
+import numpy as np
 import pytest
 
+import prepare_data
 import train
-from common import atomic_path
+from common import UserError, atomic_path
 from conftest import ROOT, assert_user_error, make_dataset, run_script, write_pickle
 
 
@@ -24,11 +29,19 @@ def history_rows(out_dir):
         return max(0, sum(1 for _ in f) - 1)
 
 
-def test_killed_run_resumes_from_its_last_epoch(tmp_path):
-    data = write_pickle(tmp_path / "train.pkl", make_dataset(per_class=40))
-    args = [sys.executable, os.path.join(ROOT, "train.py"), f"--data={data}", "--epochs=8",
-            "--patience=100", "--batch_size=8", "--verbose=2"]
-    victim = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.DEVNULL,
+def weights_of(path):
+    return [np.asarray(w) for w in keras.saving.load_model(path).get_weights()]
+
+
+def test_killed_run_resumes_exactly_like_an_uninterrupted_one(tmp_path):
+    data = write_pickle(tmp_path / "train.pkl", make_dataset(per_class=30))
+    args = [sys.executable, os.path.join(ROOT, "train.py"), f"--data={data}", "--epochs=5",
+            "--patience=100", "--batch_size=16", "--deterministic=True", "--verbose=2"]
+    whole = subprocess.run([*args, "--out_dir=whole"], cwd=tmp_path, capture_output=True,
+                           text=True, timeout=600)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+
+    victim = subprocess.Popen([*args, "--out_dir=out"], cwd=tmp_path, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     while history_rows(tmp_path / "out") < 2 and time.time() < deadline:
@@ -39,15 +52,22 @@ def test_killed_run_resumes_from_its_last_epoch(tmp_path):
     points = os.listdir(tmp_path / "out" / "resume")
     saved = max(int(name[6:10]) for name in points if name.startswith("epoch-")
                 and name.endswith(".keras"))  # a half-written point has a temporary name
-    assert 1 <= saved < 8, points
+    assert 1 <= saved < 5, points
 
-    resumed = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    resumed = subprocess.run([*args, "--out_dir=out"], cwd=tmp_path, capture_output=True,
+                             text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"resuming the run in out after epoch {saved}" in resumed.stdout
-    assert f"Epoch {saved + 1}/8" in resumed.stdout and "Epoch 1/8" not in resumed.stdout
+    assert f"Epoch {saved + 1}/5" in resumed.stdout and "Epoch 1/5" not in resumed.stdout
+    # the same epochs, losses, accuracies and learning rates, and the same weights
+    expected = json.loads((tmp_path / "whole" / "best.json").read_text())
     record = json.loads((tmp_path / "out" / "best.json").read_text())
-    assert [row["epoch"] for row in record["history"]] == list(range(1, 9))
-    assert history_rows(tmp_path / "out") == 8
+    assert record["history"] == expected["history"]
+    assert record["best_epoch"] == expected["best_epoch"] > saved  # weights after the resume
+    for a, b in zip(weights_of(tmp_path / "out" / "best.keras"),
+                    weights_of(tmp_path / "whole" / "best.keras")):
+        np.testing.assert_array_equal(a, b)
+    assert history_rows(tmp_path / "out") == 5
     assert not (tmp_path / "out" / "resume").exists()
     assert not [name for name in os.listdir(tmp_path / "out") if ".tmp" in name]
 
@@ -55,6 +75,33 @@ def test_killed_run_resumes_from_its_last_epoch(tmp_path):
     assert fresh.returncode == 0, fresh.stderr[-3000:]
     assert "resuming" not in fresh.stdout
     assert history_rows(tmp_path / "out") == 1
+
+
+@pytest.fixture
+def unfinished_run(tmp_path, tiny_pickle):
+    """An OUT_DIR holding an unfinished run (its record and a resume point) with the default
+    settings; returns (out dir, data fingerprint)."""
+    data = prepare_data.prepare(tiny_pickle, train.SEED, str(tmp_path / "cache"), verbose=False)
+    fingerprint = train.data_fingerprint(data["manifest"])
+    resume = tmp_path / "out" / "resume"
+    resume.mkdir(parents=True)
+    (resume / "run.json").write_text(json.dumps(
+        {"run_id": "r1", "settings": train.current_settings(), "data": fingerprint}))
+    (resume / "epoch-0002.keras").write_text("a resume point")
+    return str(tmp_path / "out"), fingerprint
+
+
+def test_resume_with_other_settings_is_refused(unfinished_run, monkeypatch):
+    out_dir, fingerprint = unfinished_run
+    monkeypatch.setattr(train, "VERBOSE", 0)  # does not change what is computed: resumes
+    run_info, resume_path, epochs_done, _, _ = train.start_or_resume(out_dir, fingerprint)
+    assert run_info["run_id"] == "r1" and epochs_done == 2 and resume_path.endswith("0002.keras")
+    monkeypatch.setattr(train, "LEARNING_RATE", 0.01)
+    monkeypatch.setattr(train.augmentation, "ROTATE", 30)
+    with pytest.raises(UserError, match=r"--learning_rate=0.001.*--rotate=12.*--fresh=True"):
+        train.start_or_resume(out_dir, fingerprint)
+    monkeypatch.setattr(train, "FRESH", True)  # the way out: start over with the new settings
+    assert train.start_or_resume(out_dir, fingerprint)[2] == 0
 
 
 def test_atomic_path_keeps_the_old_file_when_a_write_fails(tmp_path):
@@ -71,12 +118,13 @@ def test_atomic_path_keeps_the_old_file_when_a_write_fails(tmp_path):
 
 def test_best_checkpoint_is_only_replaced_by_a_better_one(tmp_path, monkeypatch):
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(optimizer="adam", loss="mse")
     keeper = train.KeepBest(str(tmp_path), {"run_id": "r", "data": {}}, [], None)
     keeper.set_model(model)
     best = tmp_path / "best.keras"
 
-    def epoch(number, score):
-        keeper.on_epoch_end(number, {"val_accuracy": score, "loss": 1.0})
+    def epoch(number, accuracy, loss=1.0):
+        keeper.on_epoch_end(number, {"val_accuracy": accuracy, "val_loss": loss, "loss": 1.0})
         return best.read_bytes(), json.loads((tmp_path / "best.json").read_text())
 
     first, record = epoch(0, 0.5)
@@ -86,6 +134,10 @@ def test_best_checkpoint_is_only_replaced_by_a_better_one(tmp_path, monkeypatch)
     assert same == first and record["best_epoch"] == 1 and len(record["history"]) == 2
     better, record = epoch(2, 0.6)
     assert better != first and record["best_epoch"] == 3
+    model.layers[0].kernel.assign(model.layers[0].kernel + 1)
+    tie, record = epoch(3, 0.6, loss=0.5)  # as accurate, more confident: better
+    assert tie != better and record["best_epoch"] == 4
+    better = tie
 
     def broken_save(path, *args, **kwargs):
         with open(path, "wb") as f:
@@ -93,42 +145,159 @@ def test_best_checkpoint_is_only_replaced_by_a_better_one(tmp_path, monkeypatch)
         raise OSError("disk full")
     monkeypatch.setattr(model, "save", broken_save)
     with pytest.raises(OSError):
-        keeper.on_epoch_end(3, {"val_accuracy": 0.9, "loss": 1.0})
+        keeper.on_epoch_end(4, {"val_accuracy": 0.9, "val_loss": 0.1, "loss": 1.0})
     assert best.read_bytes() == better
     assert not [name for name in os.listdir(tmp_path) if ".tmp" in name]
+
+
+def test_a_run_that_does_not_beat_the_earlier_best_leaves_it(trained_tiny, tmp_path):
+    work, data, _ = trained_tiny
+    shutil.copytree(work / "out", tmp_path / "out")
+    good = (tmp_path / "out" / "best.keras").read_bytes()
+    record = (tmp_path / "out" / "best.json").read_text()
+    # a learning rate of 0 never gets past its random start
+    result = run_script("train.py", f"--data={data}", "--learning_rate=0", "--epochs=2",
+                        cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "keeps an earlier run's better model" in result.stdout
+    assert (tmp_path / "out" / "best.keras").read_bytes() == good
+    assert (tmp_path / "out" / "best.json").read_text() == record
+
+
+def test_early_stopping_ends_a_run_that_stopped_improving(tmp_path, tiny_pickle):
+    # with a learning rate of 0 nothing changes after the first epoch: stop after PATIENCE more
+    result = run_script("train.py", f"--data={tiny_pickle}", "--learning_rate=0",
+                        "--patience=2", "--epochs=20", "--verbose=2", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    record = json.loads((tmp_path / "out" / "best.json").read_text())
+    assert len(record["history"]) == 3 and record["best_epoch"] == 1
+    assert "Epoch 4/20" not in result.stdout
+
+
+def test_learning_rate_drops_on_a_plateau_and_cosine_decays(monkeypatch):
+    monkeypatch.setattr(train, "LEARNING_RATE", 1.0)
+    monkeypatch.setattr(train, "LR_DROP_PATIENCE", 2)
+    monkeypatch.setattr(train, "LR_DROP_FACTOR", 0.5)
+    scores = [0.5, 0.6, 0.6, 0.6, 0.7, 0.7, 0.7, 0.7, 0.7]
+    history = [{"val_accuracy": s, "val_loss": 1.0} for s in scores]
+    rates = [train.plateau_learning_rate(history[:n]) for n in range(len(history) + 1)]
+    assert rates == [1, 1, 1, 1, 0.5, 0.5, 0.5, 0.25, 0.25, 0.125]
+
+    model = train.new_model()
+    state = train.EpochState(history)
+    state.set_model(model)
+    monkeypatch.setattr(train, "LR_SCHEDULE", "plateau")
+    state.on_epoch_begin(len(history))
+    assert float(model.optimizer.learning_rate) == 0.125  # what the next epoch trains with
+
+    monkeypatch.setattr(train, "LR_SCHEDULE", "cosine")
+    monkeypatch.setattr(train, "EPOCHS", 4)
+    model = train.new_model(steps_per_epoch=10)
+    for step, expected in ((0, 1.0), (20, 0.5), (40, 0.0)):  # 4 epochs of 10 steps
+        model.optimizer.iterations.assign(step)
+        assert abs(float(model.optimizer.learning_rate) - expected) < 1e-6, step
 
 
 def test_nan_loss_stops_with_a_clear_error_and_keeps_the_good_model(trained_tiny, tmp_path):
     work, data, _ = trained_tiny
     shutil.copytree(work / "out", tmp_path / "out")
     good = (tmp_path / "out" / "best.keras").read_bytes()
-    result = run_script("train.py", f"--data={data}", "--learning_rate=inf",
+    # --fresh=True: the run may replace best.keras with anything it finds better, so only
+    # the guard stands between a diverged model and the file
+    result = run_script("train.py", f"--data={data}", "--learning_rate=inf", "--fresh=True",
                         "--epochs=2", cwd=tmp_path)
     assert_user_error(result, "diverged", "--learning_rate")
     assert (tmp_path / "out" / "best.keras").read_bytes() == good
 
 
-def test_deterministic_runs_are_identical(tmp_path, tiny_pickle):
-    scores = []
+def test_same_seed_same_run_and_the_determinism_switch(tmp_path, tiny_pickle, monkeypatch):
+    runs = []
     for name in ("a", "b"):
-        trained = run_script("train.py", f"--data={tiny_pickle}", "--deterministic=True",
-                             "--epochs=2", f"--out_dir={name}", cwd=tmp_path)
+        trained = run_script("train.py", f"--data={tiny_pickle}", "--epochs=2",
+                             f"--out_dir={name}", cwd=tmp_path)
         assert trained.returncode == 0, trained.stderr[-3000:]
-        scored = run_script("evaluate.py", f"--checkpoint={name}/best.keras", cwd=tmp_path)
-        assert scored.returncode == 0, scored.stderr[-3000:]
-        history = json.loads((tmp_path / name / "best.json").read_text())["history"]
-        scores.append((scored.stdout.strip().splitlines()[-1],
-                       [(row["loss"], row["val_loss"]) for row in history]))
-    assert scores[0] == scores[1]
+        runs.append(json.loads((tmp_path / name / "best.json").read_text())["history"])
+    assert runs[0] == runs[1]  # on a CPU, repeatable without any switch
+    # --deterministic=True turns TensorFlow's op determinism on (for GPU kernels)
+    switched = []
+    monkeypatch.setattr(train.tf.config.experimental, "enable_op_determinism",
+                        lambda: switched.append(True))
+    monkeypatch.setattr(train, "DETERMINISTIC", True)
+    monkeypatch.setattr(train, "configure", lambda *args, **kwargs: [])
+    monkeypatch.setattr(train, "DATA", tiny_pickle)
+    monkeypatch.setattr(train, "OUT_DIR", str(tmp_path / "c"))
+    monkeypatch.setattr(train, "PREPARED_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(train, "EPOCHS", 1)
+    monkeypatch.setattr(train, "VERBOSE", 0)
+    train.main()
+    assert switched == [True]
 
 
 def test_mirrored_strategy_path_runs_on_one_cpu_replica(tmp_path, tiny_pickle):
     # with the optional levers switched on, so that their code paths run under a strategy too
     trained = run_script("train.py", f"--data={tiny_pickle}", "--distribute=mirrored",
                          "--epochs=2", "--batch_norm=True", "--ema_momentum=0.9",
-                         "--lr_drop_patience=1", "--backend=imgaug", cwd=tmp_path)
+                         "--lr_schedule=cosine", "--weight_decay=0.01",
+                         "--label_smoothing=0.1", "--backend=imgaug", cwd=tmp_path)
     assert trained.returncode == 0, trained.stderr[-3000:]
     assert "1 replica(s) with MirroredStrategy" in trained.stdout
     assert (tmp_path / "out" / "best.keras").exists()
     assert_user_error(run_script("train.py", "--distribute=some", cwd=tmp_path),
                       "auto, mirrored or off")
+
+
+def free_ports(count):
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def collective_ops_available():
+    """MultiWorkerMirroredStrategy needs TensorFlow's gRPC collectives: Linux and macOS."""
+    import tensorflow as tf
+    return sys.platform != "win32" and hasattr(tf.distribute, "MultiWorkerMirroredStrategy")
+
+
+def start_workers(tmp_path, data, *args):
+    workers = [f"127.0.0.1:{port}" for port in free_ports(2)]
+    processes = []
+    for index in range(2):
+        config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
+        processes.append(subprocess.Popen(
+            [sys.executable, os.path.join(ROOT, "train.py"), f"--data={data}", "--verbose=2",
+             *args], cwd=tmp_path, text=True, env={**os.environ, "TF_CONFIG": json.dumps(config)},
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+    return processes
+
+
+@pytest.mark.multiworker
+@pytest.mark.skipif(not collective_ops_available(),
+                    reason="TensorFlow's collective ops are not available on this platform")
+def test_two_workers_train_resume_and_only_the_chief_writes(tmp_path, tiny_pickle):
+    # a run of two workers, both killed after the first epoch, then started again
+    killed = start_workers(tmp_path, tiny_pickle, "--epochs=3", "--patience=100")
+    deadline = time.time() + 300
+    while not glob.glob(str(tmp_path / "out" / "resume" / "epoch-*.keras")) and \
+            time.time() < deadline:
+        time.sleep(0.02)
+    for process in killed:
+        process.send_signal(signal.SIGKILL)
+        process.communicate()
+    processes = start_workers(tmp_path, tiny_pickle, "--epochs=3", "--patience=100")
+    outputs = [process.communicate(timeout=600) for process in processes]
+    for process, (out, err) in zip(processes, outputs):
+        assert process.returncode == 0, err[-3000:]
+        assert "resuming the run in out after epoch" in out
+    assert "2 replica(s) with MultiWorkerMirroredStrategy; worker 0 (chief)" in outputs[0][0]
+    assert "saved out/best.keras" in outputs[0][0] and "saved" not in outputs[1][0]
+    # the worker's scratch files are gone: what is left is the chief's
+    assert sorted(os.listdir(tmp_path / "out")) == ["best.json", "best.keras", "history.csv"]
+    history = json.loads((tmp_path / "out" / "best.json").read_text())["history"]
+    assert [row["epoch"] for row in history] == [1, 2, 3]
+    scored = run_script("evaluate.py", cwd=tmp_path)
+    assert scored.returncode == 0, scored.stderr[-3000:]
+    assert "test accuracy: " in scored.stdout

@@ -1,5 +1,6 @@
 """Reports, plots, class names and predict.py, on a generated 36-class set and on the
 embedded digits."""
+import io
 import json
 import re
 
@@ -68,44 +69,134 @@ def test_predict_reads_back_pngs_with_evaluates_labels(trained_tiny, tmp_path):
     assert [row["label"] for row in rows[12:]] == expected[:3].tolist()
     assert all(len(row["top"]) == 3 for row in rows)
     assert rows[0]["top"][0]["probability"] >= rows[0]["top"][1]["probability"]
+    text = run_script("predict.py", f"--checkpoint={work / 'out' / 'best.keras'}", "--top=2",
+                      paths[0], cwd=tmp_path)
+    assert text.returncode == 0 and len(re.findall(r"\d+:\S+ \d\.\d{3}", text.stdout)) == 2
 
 
-def test_predict_function_and_bad_inputs(trained_tiny, tmp_path):
+def test_predict_function_checks_its_input_and_gets_true_labels(trained_tiny, tmp_path):
     import predict
-    work, _, _ = trained_tiny
+    work, data, _ = trained_tiny
     checkpoint = str(work / "out" / "best.keras")
-    x = np.zeros((2, 56, 56), np.uint8)
-    x[:, 10:20, 10:20] = 1
-    labels = predict.predict(x, checkpoint)
-    assert labels.shape == (2,) and labels[0] == labels[1]
+    split = prepare_data.prepare(data, 1337, str(tmp_path / "cache"), verbose=False)
+    x, y = split["x_test"], split["y_test"]
+    labels = predict.predict(x.reshape(-1, 56, 56), checkpoint)
+    assert np.mean(labels == y) > 0.5  # 36 classes: chance is under 0.03
+    np.testing.assert_array_equal(predict.predict(x * 255, checkpoint), labels)  # 0/255 too
     assert predict.load_model(checkpoint) is predict.load_model(checkpoint)  # loaded once
+    for bad, words in ((x * 0.7, "binary"), (x[:, :100], "3136"), (x.reshape(-1, 8, 392), "shape")):
+        with pytest.raises(prepare_data.UserError, match=words):
+            predict.predict(bad, checkpoint)
     (tmp_path / "junk.png").write_text("not an image")
     assert_user_error(run_script("predict.py", f"--checkpoint={checkpoint}", "junk.png",
                                  cwd=tmp_path), "not a readable image")
 
 
-def test_embedded_default_end_to_end_with_digit_names(tmp_path):
-    """The newcomer's path: no train.pkl, train, evaluate, predict a scanned-looking PNG."""
-    trained = run_script("train.py", "--epochs=1", "--verbose=2", "--augment=False",
-                         cwd=tmp_path)
+@pytest.fixture(scope="module")
+def trained_digits(tmp_path_factory):
+    """One epoch on the embedded digits: (working dir, its test images, their labels)."""
+    work = tmp_path_factory.mktemp("digits")
+    trained = run_script("train.py", "--epochs=1", "--augment=False", cwd=work)
     assert trained.returncode == 0, trained.stderr[-3000:]
     assert "EMBEDDED DEFAULT" in trained.stdout
-    scored = run_script("evaluate.py", cwd=tmp_path)
+    data = prepare_data.prepare(prepare_data.EMBEDDED, prepared_dir=str(work / "data"),
+                                verbose=False)
+    return work, data["x_test"], data["y_test"]
+
+
+def test_embedded_default_end_to_end_with_digit_names(trained_digits, tmp_path):
+    """The newcomer's path: no train.pkl, train, evaluate, predict a scanned-looking JPEG."""
+    work, x, y = trained_digits
+    scored = run_script("evaluate.py", cwd=work)
     assert scored.returncode == 0, scored.stderr[-3000:]
     assert re.search(r"^\s+7:7\s+\d\.\d{3}", scored.stdout, re.M)
     accuracy = float(re.search(r"test accuracy: (\d\.\d+)", scored.stdout).group(1))
     assert accuracy > 0.8  # one epoch on 3,000 real digits; chance is 0.1
     # a dark-on-light, off-centre, larger scan of a digit is still recognised
-    data = prepare_data.prepare(prepare_data.EMBEDDED, prepared_dir=str(tmp_path / "data"),
-                                verbose=False)
-    sevens = data["x_test"][data["y_test"] == 7][:5]
     paths = []
-    for i, image in enumerate(sevens):
+    for i, image in enumerate(x[y == 7][:5]):
         scan = np.full((180, 140), 235, np.uint8)
         scan[30:142, 20:132] = 235 - 200 * np.kron(image.reshape(56, 56), np.ones((2, 2), np.uint8))
         paths.append(str(tmp_path / f"scan{i}.jpg"))
         Image.fromarray(scan).save(paths[-1], quality=90)
-    result = run_script("predict.py", "--json=True", *paths, cwd=tmp_path)
+    result = run_script("predict.py", f"--checkpoint={work / 'out' / 'best.keras'}",
+                        "--json=True", *paths, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     labels = [json.loads(line)["label"] for line in result.stdout.strip().splitlines()]
     assert labels.count(7) >= 4, labels
+
+
+def transparent_png(image):
+    """Black strokes on a transparent background, as a drawing canvas exports them."""
+    rgba = np.zeros((56, 56, 4), np.uint8)
+    rgba[..., 3] = image * 255
+    return Image.fromarray(rgba, "RGBA")
+
+
+def exif_rotated_jpeg(image):
+    """A phone photo stored sideways, with the EXIF tag that says how to turn it upright."""
+    stored = Image.fromarray(np.rot90(255 - 255 * image).astype(np.uint8)).resize((224, 224))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: turn 90 degrees clockwise to view
+    buffer = io.BytesIO()
+    stored.save(buffer, "JPEG", exif=exif, quality=92)
+    return Image.open(io.BytesIO(buffer.getvalue()))
+
+
+def thin_pen_photo(image, seed):
+    """1008x1008 grey paper with an uneven light and a thin (3 px) dark pen line."""
+    from skimage.morphology import skeletonize
+    from scipy import ndimage
+    big = np.kron(image, np.ones((18, 18), np.uint8)).astype(bool)
+    line = ndimage.binary_dilation(skeletonize(big), np.ones((3, 3)))
+    rng = np.random.default_rng(seed)
+    paper = 190 + 30 * np.linspace(0, 1, 1008)[None, :] + rng.normal(0, 6, (1008, 1008))
+    photo = np.where(line, 50 + rng.normal(0, 6, line.shape), paper)
+    buffer = io.BytesIO()
+    Image.fromarray(np.clip(photo, 0, 255).astype(np.uint8)).save(buffer, "JPEG", quality=85)
+    return Image.open(io.BytesIO(buffer.getvalue()))
+
+
+def with_stray_pixel(image):
+    """The character on a larger black canvas, plus one bright pixel far from it."""
+    canvas = np.zeros((120, 120), np.uint8)
+    canvas[40:96, 30:86] = image * 255
+    canvas[2, 117] = 255
+    return Image.fromarray(canvas)
+
+
+def test_framing_settings_for_image_files(monkeypatch):
+    import predict
+    ink = np.zeros((300, 300))
+    ink[40:260, 140:143] = 1  # a thin vertical stroke, 3 px in 300
+    ink[10:12, 10:12] = 1  # and a speck (under 1% of the ink)
+    framed = predict.to_training_format(ink).reshape(56, 56)
+    width = framed.sum(axis=1).max()
+    assert framed[:, :20].sum() == 0 and width >= 3  # speck left out, stroke widened
+    monkeypatch.setattr(predict, "MIN_STROKE", 6.0)
+    assert predict.to_training_format(ink).reshape(56, 56).sum(axis=1).max() >= 6 > width - 1
+    monkeypatch.setattr(predict, "SPECK_SHARE", 0.0)  # every blob counts: the speck too,
+    columns = np.flatnonzero(predict.to_training_format(ink).reshape(56, 56).any(0))
+    assert columns.max() > 35  # which widens the crop: the stroke is pushed to the right
+
+
+@pytest.mark.parametrize("make", [transparent_png, exif_rotated_jpeg, thin_pen_photo,
+                                  with_stray_pixel])
+def test_images_from_the_wild_read_like_their_originals(trained_digits, make):
+    import predict
+    work, x, y = trained_digits
+    originals = x[:12].reshape(-1, 56, 56)
+    inputs = []
+    for i, image in enumerate(originals):
+        wild = make(image, i) if make is thin_pen_photo else make(image)
+        inputs.append(predict.to_training_format(predict.ink_of(wild)))
+    inputs = np.stack(inputs)
+    if make is not thin_pen_photo:  # the same character, framed the same way
+        overlap = [np.sum(a & b) / np.sum(a | b) for a, b in zip(inputs, x[:12])]
+        assert min(overlap) > 0.7, overlap
+    else:  # thinner strokes, still all there: the ink spans the frame
+        assert all(np.ptp(np.nonzero(image.reshape(56, 56))[0]) >= 50 or
+                   np.ptp(np.nonzero(image.reshape(56, 56))[1]) >= 50 for image in inputs)
+    checkpoint = str(work / "out" / "best.keras")
+    same = predict.predict(inputs, checkpoint) == predict.predict(x[:12], checkpoint)
+    assert same.mean() >= 10 / 12, same

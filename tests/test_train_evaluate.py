@@ -1,13 +1,28 @@
-"""End to end: train.py writes a checkpoint that evaluate.py scores; clear refusals."""
+"""End to end: train.py writes a checkpoint that evaluate.py scores; clear refusals; every
+script explains its settings, and every setting it accepts takes effect."""
+import glob
 import json
+import os
 import re
 
-from conftest import assert_user_error, make_dataset, run_script, write_pickle
+import numpy as np
+import pytest
+
+import prepare_data
+from conftest import ROOT, assert_user_error, make_dataset, run_script, write_pickle
+
+SCRIPTS = ["prepare_data.py", "model.py", "augment.py", "train.py", "evaluate.py", "predict.py",
+           "bench/accuracy.py", "bench/speed.py", "bench/levers.py"]
 
 
 def test_train_then_evaluate_on_a_36_class_pickle(trained_tiny):
     tmp_path, _, printed = trained_tiny
     assert "Epoch 2/2" in printed
+    # a log file gets one plain line per epoch (no progress bar), and the device that trains
+    assert printed.startswith("device: CPU")
+    assert "\x08" not in printed and "\r" not in printed and "━" not in printed
+    assert len(re.findall(r"^\d+/\d+ - \d+s", printed, re.M)) == 2
+    assert "9/9 - " in printed  # 288 training images in batches of --batch_size=32
     assert re.search(r"best epoch \d+: val_accuracy \d\.\d{4}", printed)
     record = json.loads((tmp_path / "out" / "best.json").read_text())
     assert record["settings"]["EPOCHS"] == 2 and record["data"]["seed"] == 1337
@@ -52,3 +67,115 @@ def test_bad_overrides(tmp_path):
     assert_user_error(run_script("train.py", "--augment=maybe", cwd=tmp_path), "true or false")
     assert_user_error(run_script("train.py", "--data=missing.pkl", cwd=tmp_path), "not found")
     assert not (tmp_path / "out" / "best.keras").exists()
+
+
+def help_of(script, monkeypatch, capsys):
+    """What `python <script> --help` prints, run in this process (importing TensorFlow once
+    instead of once per script): the script's main() with that argument."""
+    import importlib
+    module = importlib.import_module(script[:-3].replace("/", "."))
+    monkeypatch.setattr("sys.argv", [script, "--help"])
+    with pytest.raises(SystemExit) as exit_info:
+        module.main()
+    assert exit_info.value.code == 0
+    return capsys.readouterr().out
+
+
+def test_help_from_the_shell(tmp_path):
+    for script, flag in (("train.py", "-h"), ("prepare_data.py", "--help")):
+        result = run_script(script, flag, cwd=tmp_path)
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert "Settings (override any with --name=value):" in result.stdout
+        assert not list(tmp_path.iterdir())  # it explains and does nothing else
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_every_script_explains_its_settings(script, monkeypatch, capsys):
+    listed = help_of(script, monkeypatch, capsys)
+    assert "Settings (override any with --name=value):" in listed
+    settings = re.findall(r"^  --(\w+)=(\S*) +(.*)$", listed, re.M)
+    assert settings and all(comment for _, _, comment in settings), settings
+    if script == "train.py":  # the model's and augmentation's settings are train.py's too
+        names = {name for name, _, _ in settings}
+        assert {"epochs", "dense_units", "rotate", "lr_schedule"} <= names
+        assert not names & {"preview", "side", "num_classes"}
+
+
+def test_a_lone_argument_is_the_data_path_where_that_is_obvious(tmp_path, tiny_pickle):
+    result = run_script("prepare_data.py", tiny_pickle, cwd=tmp_path)
+    assert result.returncode == 0 and tiny_pickle in result.stdout, result.stderr[-2000:]
+    assert_user_error(run_script("train.py", "missing.pkl", cwd=tmp_path), "not found",
+                      "missing.pkl")
+    assert_user_error(run_script("evaluate.py", "none.keras", cwd=tmp_path), "none.keras")
+    for script, args in (("train.py", ("a.pkl", "b.pkl")), ("model.py", ("x",)),
+                         ("augment.py", ("x",))):
+        assert_user_error(run_script(script, *args, cwd=tmp_path), "unexpected argument")
+
+
+def test_settings_of_train_take_effect(tmp_path, tiny_pickle):
+    trained = run_script("train.py", tiny_pickle, "--epochs=1", "--batch_size=100",
+                         "--dense_units=32", "--filters_1=8", "--seed=5", "--out_dir=o",
+                         "--prepared_dir=p", "--verbose=0", "--augment=False", cwd=tmp_path)
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    assert "Epoch" not in trained.stdout  # --verbose=0
+    assert "augmentation off" in trained.stdout
+    record = json.loads((tmp_path / "o" / "best.json").read_text())
+    assert record["data"]["seed"] == 5 and glob.glob(str(tmp_path / "p" / "*seed5.npz"))
+    import keras
+    net = keras.saving.load_model(tmp_path / "o" / "best.keras")
+    assert net.layers[1].filters == 8 and net.layers[-3].units == 32
+    assert record["settings"]["BATCH_SIZE"] == 100 and net.optimizer.iterations.numpy() == 3
+
+
+def test_settings_of_the_optimiser(monkeypatch):
+    import keras
+    import train
+    assert type(train.new_model().optimizer) is keras.optimizers.Adam
+    monkeypatch.setattr(train, "WEIGHT_DECAY", 0.05)
+    monkeypatch.setattr(train, "LABEL_SMOOTHING", 0.2)
+    monkeypatch.setattr(train, "EMA_MOMENTUM", 0.9)
+    monkeypatch.setattr(train, "LEARNING_RATE", 0.01)
+    model = train.new_model()
+    assert type(model.optimizer) is keras.optimizers.AdamW
+    assert model.optimizer.weight_decay == 0.05 and model.optimizer.use_ema
+    assert abs(float(model.optimizer.learning_rate) - 0.01) < 1e-9
+    assert model.loss.label_smoothing == 0.2
+
+
+def test_augment_setting_switches_augmentation_off(monkeypatch):
+    import train
+    x, y = make_dataset(per_class=1)
+    monkeypatch.setattr(train, "AUGMENT", False)
+    images = np.concatenate([b.numpy() for b, _ in train.make_training_dataset(x, y, 16, 0, 1)])
+    originals = {image.tobytes() for image in x.reshape(-1, 56, 56, 1).astype(np.float32)}
+    assert all(image.tobytes() in originals for image in images)
+
+
+def test_settings_of_evaluate_take_effect(trained_tiny, monkeypatch):
+    import evaluate
+    work, _, _ = trained_tiny
+    few = run_script("evaluate.py", "--top_confusions=1", "--labels=none", "--split=val",
+                     cwd=work)
+    assert few.returncode == 0, few.stderr[-2000:]
+    pairs = few.stdout.split("most confused pairs")[1].strip().splitlines()[1:-1]
+    assert len(pairs) <= 1 and "val accuracy" in few.stdout
+    assert not re.search(r"\d+:[A-Z0-9] ", few.stdout)  # --labels=none: numbers only
+    sizes = []
+    model, _ = evaluate.load_checkpoint(str(work / "out" / "best.keras"))
+    forward = evaluate._inference(model)
+    monkeypatch.setattr(evaluate, "_inference", lambda m: lambda batch: (
+        sizes.append(len(batch)), forward(batch))[1])
+    monkeypatch.setattr(evaluate, "BATCH_SIZE", 7)
+    evaluate.predict_probabilities(model, np.zeros((20, 3136), np.uint8))
+    assert sizes == [7, 7, 6]
+
+
+def test_every_setting_is_exercised_by_a_test(monkeypatch, capsys):
+    """A setting that no test sets is a setting nothing proves works."""
+    tests = "".join(open(path).read() for path in glob.glob(os.path.join(ROOT, "tests", "*.py")))
+    missing = []
+    for script in SCRIPTS:
+        for name in re.findall(r"^  --(\w+)=", help_of(script, monkeypatch, capsys), re.M):
+            if not re.search(rf"--{name}=|\b{name}=|\"{name.upper()}\"", tests):
+                missing.append(f"{script} --{name}")
+    assert not missing, " ".join(missing)

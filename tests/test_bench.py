@@ -1,0 +1,72 @@
+"""The benchmark scripts run end to end on tiny data (their figures come from real runs, so
+they are only smoke-tested here), and the lever study's made datasets are what it says."""
+import json
+import os
+import re
+
+import numpy as np
+
+from bench import levers
+from conftest import make_dataset, run_script
+
+
+def test_lever_study_runs_caches_and_reports(tmp_path, tiny_pickle):
+    common = [f"--datasets={tiny_pickle}", "--train_args=--epochs=1", "--jobs=2",
+              f"--work_dir={tmp_path / 'work'}"]
+    result = run_script("bench/levers.py", *common, "--only=baseline,no-augmentation",
+                        "--seeds=1", "--finalists=no-augmentation",
+                        f"--output={tmp_path / 'levers.md'}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    table = (tmp_path / "levers.md").read_text()
+    rows = {line.split(" | ")[0].strip("| "): line for line in table.splitlines()
+            if line.startswith("| baseline") or line.startswith("| no augmentation")}
+    assert re.search(r"\| 0\.\d{4} \(1\) \|", rows["baseline"])  # one seed
+    assert re.search(r"\| 0\.\d{4} \+- 0\.\d{4} \(3\) \|", rows["no augmentation"])  # finalist
+    assert "`--augment=False`" in rows["no augmentation"]
+    runs = os.listdir(tmp_path / "work" / "runs")
+    assert len(runs) == 4  # 1 + 3 seeds, each trained and scored on its validation split
+    for cached in os.listdir(tmp_path / "work" / "cache"):
+        record = json.loads((tmp_path / "work" / "cache" / cached).read_text())
+        assert 0 <= record["val"] <= 1 and record["epochs"] == 1
+        assert "--epochs=1" in record["overrides"]
+
+    quick = run_script("bench/levers.py", *common, "--quick=True", "--only=baseline",
+                       f"--output={tmp_path / 'quick.md'}", cwd=tmp_path)
+    assert quick.returncode == 0, quick.stderr[-3000:]
+    assert len(os.listdir(tmp_path / "work" / "runs")) == 4  # cached: nothing retrained
+    assert "QUICK MODE" in (tmp_path / "quick-quick.md").read_text()
+
+
+def test_made_datasets_are_small_or_hard_as_described():
+    x, y = make_dataset(per_class=20)
+    keep = levers.stratified_subset(y, 360, seed=0)
+    assert len(keep) == 360 and np.bincount(y[keep]).tolist() == [10] * 36
+    hard_x, hard_y = levers.harden(x[:60], y[:60], seed=0)
+    assert hard_x.shape == (60, 3136) and set(np.unique(hard_x)) <= {0, 1}
+    assert not np.array_equal(hard_x, x[:60])
+    assert 0 < np.mean(hard_y != y[:60]) < 0.2  # a few labels replaced by another class
+    images = hard_x.reshape(-1, 56, 56)  # reframed: the ink spans the frame again
+    assert np.median([max(np.ptp(np.nonzero(i)[0]), np.ptp(np.nonzero(i)[1])) for i in images]) >= 50
+
+
+def test_accuracy_benchmark_runs_both_recipes(tmp_path, tiny_pickle):
+    result = run_script("bench/accuracy.py", f"--data={tiny_pickle}", "--seeds=1",
+                        "--quick=True", "--reference_steps=20", "--reference_augment=True",
+                        "--train_args=--epochs=1", f"--work_dir={tmp_path / 'work'}",
+                        f"--output={tmp_path / 'accuracy.md'}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    table = (tmp_path / "accuracy.md").read_text()
+    assert "QUICK MODE" in table and "reference + imgaug (20 steps)" in table
+    assert re.search(r"Error reduction of ours against the reference", table)
+
+
+def test_speed_benchmark_reports_every_measure(tmp_path):
+    result = run_script("bench/speed.py", "--train_images=256", "--test_images=128",
+                        "--epochs=2", "--dense_units=64", f"--output={tmp_path / 'speed.md'}",
+                        cwd=tmp_path, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    table = (tmp_path / "speed.md").read_text()
+    for measure in ("ours: epoch, augmentation on", "compute floor", "plain way",
+                    "augmentation cost", "peak memory"):
+        assert measure in table, measure
+    assert "256 training and 128 test images" in result.stdout
