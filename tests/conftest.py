@@ -64,3 +64,17 @@ def trained_tiny(tmp_path_factory):
     result = run_script("train.py", f"--data={data}", "--epochs=2", "--batch_size=32", cwd=work)
     assert result.returncode == 0, result.stderr[-3000:]
     return work, data, result.stdout
+
+
+@pytest.fixture(scope="session")
+def trained_digits(tmp_path_factory):
+    """One epoch on the embedded digits, as a newcomer runs it (no train.pkl): (working dir,
+    its test images, their labels)."""
+    import prepare_data
+    work = tmp_path_factory.mktemp("digits")
+    trained = run_script("train.py", "--epochs=1", "--augment=False", cwd=work)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    assert "EMBEDDED DEFAULT" in trained.stdout
+    data = prepare_data.prepare(prepare_data.EMBEDDED, prepared_dir=str(work / "data"),
+                                verbose=False)
+    return work, data["x_test"], data["y_test"]

@@ -92,18 +92,6 @@ def test_predict_function_checks_its_input_and_gets_true_labels(trained_tiny, tm
                                  cwd=tmp_path), "not a readable image")
 
 
-@pytest.fixture(scope="module")
-def trained_digits(tmp_path_factory):
-    """One epoch on the embedded digits: (working dir, its test images, their labels)."""
-    work = tmp_path_factory.mktemp("digits")
-    trained = run_script("train.py", "--epochs=1", "--augment=False", cwd=work)
-    assert trained.returncode == 0, trained.stderr[-3000:]
-    assert "EMBEDDED DEFAULT" in trained.stdout
-    data = prepare_data.prepare(prepare_data.EMBEDDED, prepared_dir=str(work / "data"),
-                                verbose=False)
-    return work, data["x_test"], data["y_test"]
-
-
 def test_embedded_default_end_to_end_with_digit_names(trained_digits, tmp_path):
     """The newcomer's path: no train.pkl, train, evaluate, predict a scanned-looking JPEG."""
     work, x, y = trained_digits

@@ -1,0 +1,116 @@
+"""A page on your own machine to draw a character and see what the model reads.
+
+    python serve.py                                   # out/best.keras on http://127.0.0.1:8000
+    python serve.py --checkpoint=runs/a/best.keras --port=8080
+
+Draw on the canvas with a mouse, a pen or a finger: the model's best guesses update as you draw,
+and beside them the 56x56 binary image the model actually saw, so that you see how your drawing
+was framed. An image file can be uploaded instead. Drawings and uploads are turned into the
+model's input by predict.py's code (one way of framing for both), in memory: the server writes
+no files and serves only the page in web/.
+
+It is built on Flask: a small, well-kept library whose development server is enough for one
+person on 127.0.0.1, with request-size limits and a test client built in, and nothing to build.
+"""
+import base64
+import io
+import os
+
+import numpy as np
+
+from common import UserError, configure, run
+import predict  # noqa: E402  (imports TensorFlow, quietly)
+import prepare_data  # noqa: E402
+
+CHECKPOINT = "out/best.keras"  # a model written by train.py
+HOST = "127.0.0.1"             # where to listen: 127.0.0.1 is this machine only
+PORT = 8000                    # the port of the page
+MAX_UPLOAD_MB = 5.0            # larger uploads are refused
+MAX_PIXELS = 40_000_000        # larger images (width x height) are refused before decoding
+LABELS = "auto"                # class names: auto (by the checkpoint's data), none, or a PATH
+TOP = 3                        # how many best guesses the page shows
+
+WEB_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "web")
+_FIXED = ("WEB_DIR",)  # not a setting: the page ships with the code
+
+
+def png_data_url(pixels):
+    """A 56x56 0/1 image as a PNG data URL, for the page to show what the model saw."""
+    from PIL import Image
+    buffer = io.BytesIO()
+    Image.fromarray((pixels.reshape(prepare_data.SIDE, prepare_data.SIDE) * 255).astype(np.uint8)
+                    ).save(buffer, "PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def read_image(raw):
+    """Upload bytes -> the model's input (3136 pixels 0/1), or a UserError saying why not."""
+    from PIL import Image, UnidentifiedImageError
+    try:
+        image = Image.open(io.BytesIO(raw))
+        width, height = image.size
+        if width * height > MAX_PIXELS:
+            raise UserError(f"the image is {width} x {height} pixels: over the limit of "
+                            f"{MAX_PIXELS:,}; send a smaller one")
+        ink = predict.ink_of(image)
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError, ValueError) as error:
+        raise UserError(f"not a readable image ({type(error).__name__}): send a PNG or JPEG") \
+            from None
+    pixels = predict.to_training_format(ink)
+    if not pixels.any():
+        raise UserError("the image is empty: draw a character first")
+    return pixels
+
+
+def create_app(checkpoint):
+    """The Flask app for one checkpoint, loaded (and checked) once, before serving."""
+    from flask import Flask, jsonify, request, send_from_directory
+    model, record = predict.load_model(checkpoint)
+    predict.evaluate.check_compatible(model, prepare_data.NUM_CLASSES)
+    names = prepare_data.class_names(LABELS, record["data"]["source"])
+    app = Flask(__name__, static_folder=None)
+    app.config["MAX_CONTENT_LENGTH"] = int(MAX_UPLOAD_MB * 2 ** 20)
+
+    @app.get("/")
+    def page():
+        return send_from_directory(WEB_DIR, "index.html")
+
+    @app.post("/predict")
+    def classify():
+        upload = request.files.get("image")
+        if upload is None:
+            return jsonify(error="no image: send one as the form field 'image'"), 400
+        try:
+            pixels = read_image(upload.read())
+        except UserError as error:
+            return jsonify(error=str(error)), 400
+        probabilities = predict.predict_probabilities(pixels[None], checkpoint)[0]
+        best = np.argsort(probabilities)[::-1][:TOP]
+        return jsonify(top=[{"label": int(label), "name": names[label],
+                             "probability": round(float(probabilities[label]), 4)}
+                            for label in best],
+                       seen=png_data_url(pixels))
+
+    @app.errorhandler(413)
+    def too_large(_):
+        return jsonify(error=f"the upload is over {MAX_UPLOAD_MB:g} MB: send a smaller "
+                             f"image"), 413
+
+    return app
+
+
+def main():
+    from werkzeug.serving import make_server
+    configure(globals(), positional="CHECKPOINT")
+    app = create_app(CHECKPOINT)
+    try:
+        server = make_server(HOST, PORT, app, threaded=True)
+    except (OSError, SystemExit) as error:
+        raise UserError(f"cannot listen on {HOST}:{PORT} ({error}): is it in use? try "
+                        f"--port=8001") from None
+    print(f"serving {CHECKPOINT} on http://{HOST}:{server.port}/ (Ctrl+C stops)", flush=True)
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    run(main)
