@@ -182,7 +182,7 @@ def embedded_dataset():
 
 # ---------------------------------------------------------------------------- splitting
 
-def split_indices(y, seed, val_fraction=VAL_FRACTION, test_fraction=TEST_FRACTION):
+def split_indices(y, seed):
     """Stratified split: per class, a seeded shuffle, then test and validation shares. A
     class with fewer than 3 images cannot appear in all three splits: it goes to training."""
     rng = np.random.default_rng(seed)
@@ -195,8 +195,8 @@ def split_indices(y, seed, val_fraction=VAL_FRACTION, test_fraction=TEST_FRACTIO
             parts["train"].append(members)
             too_small.append((int(label), n))
             continue
-        n_test = max(1, round(n * test_fraction))
-        n_val = max(1, round(n * val_fraction))
+        n_test = max(1, round(n * TEST_FRACTION))
+        n_val = max(1, round(n * VAL_FRACTION))
         parts["test"].append(members[:n_test])
         parts["val"].append(members[n_test:n_test + n_val])
         parts["train"].append(members[n_test + n_val:])
@@ -303,9 +303,13 @@ def _build(source, raw, seed, data_path, manifest_path, verbose):
     return x, y, split, manifest
 
 
-def prepare(source=INPUT, seed=SEED, prepared_dir=PREPARED_DIR, verbose=True):
+def prepare(source=None, seed=None, prepared_dir=None, verbose=True):
     """Returns {"x_train", "y_train", "x_val", ..., "manifest"} for the seeded split of
-    `source`, cached under `prepared_dir` by the source's sha256 and the seed."""
+    `source`, cached under `prepared_dir` by the source's sha256 and the seed (each defaults
+    to its setting: INPUT, SEED, PREPARED_DIR)."""
+    source = INPUT if source is None else source
+    seed = SEED if seed is None else seed
+    prepared_dir = PREPARED_DIR if prepared_dir is None else prepared_dir
     source = resolve_source(source)
     if source == EMBEDDED:
         if verbose:

@@ -78,10 +78,12 @@ def make_dataset(x, y, batch_size):
     return dataset.cache().prefetch(tf.data.AUTOTUNE)
 
 
-def make_training_dataset(x, y, batch_size, first_epoch, last_epoch, seed=SEED):
+def make_training_dataset(x, y, batch_size, first_epoch, last_epoch, seed=None):
     """Batches of epochs first_epoch..last_epoch - 1 (0-based), one after the other. Each
-    epoch's order and augmentation draws come from (seed, epoch) alone, so a resumed run sees
-    exactly what the uninterrupted run would have seen; parallel workers cannot change them."""
+    epoch's order and augmentation draws come from (seed, epoch) alone (seed: SEED unless
+    given), so a resumed run sees exactly what the uninterrupted run would have seen; parallel
+    workers cannot change them."""
+    seed = SEED if seed is None else seed
     images, labels = tf.constant(x.reshape(-1, *IMAGE_SHAPE)), tf.constant(y)
     count = len(y)
 

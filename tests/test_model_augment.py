@@ -208,6 +208,13 @@ def test_every_epoch_comes_from_seed_and_epoch_alone(monkeypatch):
     for _, labels in whole:
         assert sorted(labels) == sorted(y.tolist())  # every image once an epoch
 
+    monkeypatch.setattr(train, "SEED", 9)  # the seed comes from --seed when not given
+    np.testing.assert_array_equal(
+        epochs_of(train.make_training_dataset(x, y, 16, 0, 1), 5)[0][1], whole[0][1])
+    monkeypatch.setattr(train, "SEED", 10)
+    assert not np.array_equal(
+        epochs_of(train.make_training_dataset(x, y, 16, 0, 1), 5)[0][1], whole[0][1])
+
     monkeypatch.setattr(train, "AUGMENT_EPOCHS", 2)  # a clean finish after two epochs
     finish = epochs_of(train.make_training_dataset(x, y, 16, 0, 3, seed=9), 5)
     originals = {image.tobytes() for image in x.reshape(-1, 56, 56, 1).astype(np.float32)}
