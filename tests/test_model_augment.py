@@ -220,3 +220,28 @@ def test_every_epoch_comes_from_seed_and_epoch_alone(monkeypatch):
     originals = {image.tobytes() for image in x.reshape(-1, 56, 56, 1).astype(np.float32)}
     clean = [[image.tobytes() in originals for image in images] for images, _ in finish]
     assert not all(clean[0]) and not all(clean[1]) and all(clean[2]), [sum(c) for c in clean]
+
+
+def test_backend_setting_picks_the_implementation(monkeypatch):
+    calls = []
+    monkeypatch.setattr(train.augmentation, "BACKEND", "imgaug")
+    monkeypatch.setattr(train.augmentation, "augment_batch",
+                        lambda images, seed: (calls.append(int(seed)), images)[1])
+    x, y = make_dataset(per_class=1)
+    epochs_of(train.make_training_dataset(x, y, 16, 0, 1, seed=9), 3)
+    assert len(calls) == 3  # one imgaug call per batch
+
+
+def test_preview_grid_shows_originals_and_their_augmented_copies(tmp_path):
+    from PIL import Image
+    from conftest import run_script
+
+    def grid(*args):
+        result = run_script("augment.py", *args, cwd=tmp_path)
+        assert result.returncode == 0, result.stderr[-2000:]
+        image = np.asarray(Image.open(tmp_path / "augment_grid.png"))[::2, ::2]  # 2x upscaled
+        return [image[:, c * 58 + 1:c * 58 + 57] for c in range(8)]  # 8 columns of 8 images
+    columns = grid("--crop_px=0", "--scale=0", "--rotate=0")
+    assert all(np.array_equal(column, columns[0]) for column in columns[1:])  # identity
+    columns = grid()
+    assert not any(np.array_equal(column, columns[0]) for column in columns[1:])
