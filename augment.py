@@ -42,8 +42,6 @@ ELASTIC = 0.0          # tf back end: >0, also bend each image by a smooth rando
 SHARE = 1.0            # share of the images that are transformed; the others pass unchanged
 STROKE = 0.0           # tf back end: share of the images whose strokes are then made a pixel
                        # thicker (half of them) or thinner (the other half)
-REFRAME = False        # True (tf back end): after the warp, crop to the ink and scale it to fill
-                       # the frame again, as every image of the data is framed
 BACKEND = "tf"         # "tf": in-graph warp (fast, parallel); "imgaug": the reference's library
 
 
@@ -102,43 +100,10 @@ def random_transforms(count, seed, side, crop_px, scale, rotate, keep_aspect=Fal
                      zoom_y * a10, zoom_y * a11, zoom_y * shift_y + top, zeros, zeros], axis=1)
 
 
-def _as_matrices(transforms):
-    """[N, 8] transform rows -> [N, 3, 3] matrices (output pixel -> input pixel)."""
-    rows = tf.concat([transforms[:, :6], tf.zeros_like(transforms[:, :2]),
-                      tf.ones_like(transforms[:, :1])], axis=1)
-    return tf.reshape(rows, [-1, 3, 3])
-
-
 def _warp(images, transforms):
     return tf.raw_ops.ImageProjectiveTransformV3(
         images=images, transforms=transforms, output_shape=tf.shape(images)[1:3],
         fill_value=0.0, interpolation="BILINEAR", fill_mode="CONSTANT")
-
-
-def reframing_transforms(images):
-    """Transforms that crop each image (N x H x W x 1, ink > 0.5) to its ink and scale it,
-    keeping its aspect, so that its longer side fills the frame from the top or left edge
-    and its shorter side is centred: how the users' images are framed."""
-    ink = images[..., 0] > 0.5
-    rows, cols = tf.reduce_any(ink, axis=2), tf.reduce_any(ink, axis=1)
-    side = tf.cast(tf.shape(images)[1], tf.float32)
-
-    def extent(mask):  # first and last inked index: (first, last - first) as floats
-        first = tf.argmax(tf.cast(mask, tf.int32), axis=1)
-        last = tf.shape(mask, out_type=tf.int64)[1] - 1 - tf.argmax(
-            tf.cast(mask[:, ::-1], tf.int32), axis=1)
-        return tf.cast(first, tf.float32), tf.cast(last - first, tf.float32)
-
-    top, height = extent(rows)
-    left, width = extent(cols)
-    empty = ~tf.reduce_any(ink, axis=[1, 2])  # nothing to frame: leave as it is
-    fill = side - 2  # output pixels 0..fill: the longer side spans side - 1 pixels
-    step = tf.where(empty, 1.0, tf.maximum(tf.maximum(height, width), 1.0) / fill)
-    # Whole-pixel offsets: the longer side starts at 0, the shorter one is centred.
-    shift_x = tf.where(empty, 0.0, left - tf.floor((side - 1 - width / step) / 2) * step)
-    shift_y = tf.where(empty, 0.0, top - tf.floor((side - 1 - height / step) / 2) * step)
-    zeros = tf.zeros_like(step)
-    return tf.stack([step, zeros, shift_x, zeros, step, shift_y, zeros, zeros], axis=1)
 
 
 def _bend(pixels, seed, strength):
@@ -177,7 +142,7 @@ def _stroke_width(pixels, seed, share):
 
 
 def augment_batch_tf(images, seed, crop_px=None, scale=None, rotate=None, keep_aspect=None,
-                     elastic=None, share=None, stroke=None, reframe=None):
+                     elastic=None, share=None, stroke=None):
     """TensorFlow version of `augment_batch` for a batch of N x H x W x 1 binary images (any
     dtype); `seed` is a [2] int tensor. Bilinear warp, then threshold back to 0/1. Ranges
     default to the constants above (read at call time)."""
@@ -188,16 +153,10 @@ def augment_batch_tf(images, seed, crop_px=None, scale=None, rotate=None, keep_a
     elastic = ELASTIC if elastic is None else elastic
     share = SHARE if share is None else share
     stroke = STROKE if stroke is None else stroke
-    reframe = REFRAME if reframe is None else reframe
     pixels = tf.cast(images, tf.float32)
     shape = tf.shape(images)
     transforms = random_transforms(shape[0], seed, tf.cast(shape[2], tf.float32), crop_px,
                                    scale, rotate, keep_aspect)
-    if reframe:  # one warp that does both, composed from a first look at where the ink went
-        framing = reframing_transforms(_warp(pixels, transforms))
-        combined = tf.matmul(_as_matrices(transforms), _as_matrices(framing))
-        transforms = tf.concat([tf.reshape(combined, [-1, 9])[:, :6],
-                                tf.zeros_like(transforms[:, :2])], axis=1)
     warped = _warp(pixels, transforms)
     if elastic > 0:
         warped = _bend(warped, tf.random.experimental.stateless_fold_in(seed, 3), elastic)

@@ -15,7 +15,6 @@ FILTERS_2 = 64        # second convolution: parts of characters
 KERNEL_2 = 3          # its kernel size (after the first pooling, 3x3 covers 12x12 pixels)
 DENSE_UNITS = 256     # the head that combines parts into characters
 DROPOUT = 0.4         # before the dense and the output layers: the main regulariser
-BATCH_NORM = False    # batch normalisation after each convolution
 
 
 def build_model(num_classes=prepare_data.NUM_CLASSES):
@@ -25,11 +24,7 @@ def build_model(num_classes=prepare_data.NUM_CLASSES):
     inputs = keras.Input(shape=(side, side, 1), name="image")
     x = inputs
     for filters, kernel, stride in ((FILTERS_1, KERNEL_1, STRIDE_1), (FILTERS_2, KERNEL_2, 1)):
-        x = layers.Conv2D(filters, kernel, strides=stride, padding="same",
-                          use_bias=not BATCH_NORM)(x)
-        if BATCH_NORM:
-            x = layers.BatchNormalization()(x)
-        x = layers.ReLU()(x)
+        x = layers.Conv2D(filters, kernel, strides=stride, padding="same", activation="relu")(x)
         x = layers.MaxPooling2D(2)(x)
     x = layers.Flatten()(x)
     x = layers.Dropout(DROPOUT)(x)

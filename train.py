@@ -42,7 +42,6 @@ LR_DROP_FACTOR = 0.3      #     epochs without a better validation accuracy
 PATIENCE = 6              # epochs without a better validation accuracy before stopping
 WEIGHT_DECAY = 0.0        # >0: AdamW, decoupled weight decay of this strength
 LABEL_SMOOTHING = 0.0     # >0: spread this much of each target over the other classes
-EMA_MOMENTUM = 0.0        # >0: validate and keep an exponential moving average of the weights
 AUGMENT = True            # random crop, scale and rotation of training images (augment.py)
 AUGMENT_EPOCHS = 0        # >0: augment only the first AUGMENT_EPOCHS epochs, then clean images
 FRESH = False             # True: ignore an unfinished run in OUT_DIR and start over
@@ -373,9 +372,8 @@ def new_model(steps_per_epoch=1):
     model = model_config.build_model(num_classes=prepare_data.NUM_CLASSES)
     rate = (keras.optimizers.schedules.CosineDecay(LEARNING_RATE, EPOCHS * steps_per_epoch)
             if LR_SCHEDULE == "cosine" else LEARNING_RATE)
-    ema = {"use_ema": EMA_MOMENTUM > 0, "ema_momentum": EMA_MOMENTUM or 0.99}
-    optimizer = (keras.optimizers.AdamW(rate, weight_decay=WEIGHT_DECAY, **ema) if WEIGHT_DECAY
-                 else keras.optimizers.Adam(rate, **ema))
+    optimizer = (keras.optimizers.AdamW(rate, weight_decay=WEIGHT_DECAY) if WEIGHT_DECAY
+                 else keras.optimizers.Adam(rate))
     model.compile(optimizer=optimizer,
                   loss=keras.losses.CategoricalCrossentropy(label_smoothing=LABEL_SMOOTHING),
                   metrics=["accuracy"])
@@ -388,8 +386,8 @@ def check_settings():
         if value not in choices:
             raise UserError(f"--{name.lower()}={value}: choose {', '.join(choices[:-1])} "
                             f"or {choices[-1]}")
-    if augmentation.BACKEND == "imgaug" and (augmentation.STROKE or augmentation.REFRAME):
-        raise UserError("--stroke and --reframe need --backend=tf (imgaug does not do them)")
+    if augmentation.BACKEND == "imgaug" and augmentation.STROKE:
+        raise UserError("--stroke needs --backend=tf (imgaug does not do it)")
     if BATCH_SIZE < 1 or EPOCHS < 1:
         raise UserError("--batch_size and --epochs must be at least 1")
 
@@ -424,8 +422,6 @@ def main():
         mend_keras_for_multiworker(model, strategy)
     keeper = KeepBest(OUT_DIR, run_info, history, best_record, write_dir)
     callbacks = [EpochState(history), keeper]
-    if EMA_MOMENTUM:  # the averaged weights are the ones validated and saved
-        callbacks.insert(0, keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
     print(f"training on {len(data['y_train'])} images, validating on {len(data['y_val'])}; "
           f"{model.count_params():,} parameters; augmentation {'on' if AUGMENT else 'off'}; "
           f"learning rate {LR_SCHEDULE}", flush=True)

@@ -3,6 +3,7 @@
     python bench/levers.py                                   # every lever, dataset and seed
     python bench/levers.py --only=baseline,no-augmentation --datasets=letters26,dev36-small
     python bench/levers.py --quick=True                      # 1 seed, 3 datasets: iterating
+    python bench/levers.py --run=False                       # the table from cached runs only
 
 Each lever is a name and a set of train.py overrides (the LEVERS table below). Every run goes
 through exactly the path a user runs: `python train.py --data=... --seed=S <overrides>`, then
@@ -52,10 +53,9 @@ LEVERS = [  # (name, train.py overrides): one lever at a time against the baseli
     ("milder augmentation", "--crop_px=2 --scale=0.05 --rotate=6"),
     ("stronger augmentation", "--crop_px=5 --scale=0.2 --rotate=20"),
     ("augment half the images", "--share=0.5"),
-    ("augment 15 epochs, clean finish", "--augment_epochs=15"),
+    ("augment 15 epochs, then clean", "--augment_epochs=15"),
     ("stroke width +-1 px on half", "--stroke=0.5"),
     ("elastic bending, 2 px", "--elastic=2"),
-    ("reframe after the warp", "--reframe=True"),
     ("dropout 0.2", "--dropout=0.2"),
     ("dropout 0.3", "--dropout=0.3"),
     ("dense 128", "--dense_units=128"),
@@ -70,9 +70,10 @@ LEVERS = [  # (name, train.py overrides): one lever at a time against the baseli
     ("rate 2e-3", "--learning_rate=2e-3"),
     ("cosine decay, 30 epochs", "--lr_schedule=cosine --epochs=30 --patience=30"),
     ("label smoothing 0.1", "--label_smoothing=0.1"),
-    ("AdamW, decay 0.05", "--weight_decay=0.05"),
-    ("batch normalisation", "--batch_norm=True"),
-    ("weight averaging (EMA 0.99)", "--ema_momentum=0.99"),
+    ("AdamW decay 0.05", "--weight_decay=0.05"),
+    ("rate 2e-3, filters 48/96", "--learning_rate=2e-3 --filters_1=48 --filters_2=96"),
+    ("rate 2e-3, filters 48/96, dense 512, augment 15 epochs",
+     "--learning_rate=2e-3 --filters_1=48 --filters_2=96 --dense_units=512 --augment_epochs=15"),
 ]
 FINALISTS = ""             # comma-separated lever names that get 3 seeds instead of SEEDS
 DATASET_NAMES = ("letters26", "letters26-small", "dev36", "dev36-small", "dev36-hard",
@@ -84,6 +85,7 @@ DATASETS = ""              # comma-separated dataset names, or paths of your own
                            # (named by their file name); all the named datasets if empty
 TRAIN_ARGS = ""            # overrides added to every run, e.g. "--epochs=20" (part of the cache key)
 JOBS = 2                   # runs at once, each with CPU cores / JOBS threads
+RUN = True                 # False: train nothing, only write the table from the cached runs
 QUICK = False              # 1 seed, datasets letters26, dev36-small and embedded; labelled
 WORK_DIR = "bench/runs/levers"  # datasets, runs and the cache (not in git)
 OUTPUT = "bench/results/levers.md"  # the Markdown table (-quick.md in quick mode)
@@ -314,8 +316,9 @@ def main():
     command = "python bench/levers.py " + " ".join(sys.argv[1:])
     title = f"### {mode}Lever study\n\n`{command.strip()}`  \n{time.strftime('%Y-%m-%d')}, " \
             f"{machine()}"
-    print(f"{mode}{len(levers)} levers x {len(datasets)} datasets: {len(jobs)} runs "
-          f"(cached ones are free), {JOBS} at a time", flush=True)
+    if RUN:
+        print(f"{mode}{len(levers)} levers x {len(datasets)} datasets: {len(jobs)} runs "
+              f"(cached ones are free), {JOBS} at a time", flush=True)
 
     def one(job):
         seed, name, overrides, dataset = job
@@ -334,7 +337,7 @@ def main():
         return markdown
 
     with concurrent.futures.ThreadPoolExecutor(JOBS) as pool:
-        for _ in pool.map(one, jobs):
+        for _ in pool.map(one, jobs if RUN else []):
             write_table()
     print("\n" + write_table() + f"\n\nwrote {output}")
 

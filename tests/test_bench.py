@@ -36,6 +36,16 @@ def test_lever_study_runs_caches_and_reports(tmp_path, tiny_pickle):
     assert len(os.listdir(tmp_path / "work" / "runs")) == 4  # cached: nothing retrained
     assert "QUICK MODE" in (tmp_path / "quick-quick.md").read_text()
 
+    # --run=False: the table from the cache alone; a lever never run shows "-" and is not trained
+    report = run_script("bench/levers.py", *common, "--run=False", "--seeds=1",
+                        "--only=baseline,dropout-0-2", f"--output={tmp_path / 'report.md'}",
+                        cwd=tmp_path)
+    assert report.returncode == 0, report.stderr[-3000:]
+    assert len(os.listdir(tmp_path / "work" / "runs")) == 4
+    rows = [line for line in (tmp_path / "report.md").read_text().splitlines()
+            if line.startswith("| baseline") or line.startswith("| dropout 0.2")]
+    assert re.search(r"\| 0\.\d{4} \(1\) \|", rows[0]) and "| - |" in rows[1]
+
 
 def test_made_datasets_are_small_or_hard_as_described():
     x, y = make_dataset(per_class=20)

@@ -236,7 +236,7 @@ def test_same_seed_same_run_and_the_determinism_switch(tmp_path, tiny_pickle, mo
 def test_mirrored_strategy_path_runs_on_one_cpu_replica(tmp_path, tiny_pickle):
     # with the optional levers switched on, so that their code paths run under a strategy too
     trained = run_script("train.py", f"--data={tiny_pickle}", "--distribute=mirrored",
-                         "--epochs=2", "--batch_norm=True", "--ema_momentum=0.9",
+                         "--epochs=2",
                          "--lr_schedule=cosine", "--weight_decay=0.01",
                          "--label_smoothing=0.1", "--backend=imgaug", cwd=tmp_path)
     assert trained.returncode == 0, trained.stderr[-3000:]

@@ -133,11 +133,10 @@ def test_settings_of_the_optimiser(monkeypatch):
     assert type(train.new_model().optimizer) is keras.optimizers.Adam
     monkeypatch.setattr(train, "WEIGHT_DECAY", 0.05)
     monkeypatch.setattr(train, "LABEL_SMOOTHING", 0.2)
-    monkeypatch.setattr(train, "EMA_MOMENTUM", 0.9)
     monkeypatch.setattr(train, "LEARNING_RATE", 0.01)
     model = train.new_model()
     assert type(model.optimizer) is keras.optimizers.AdamW
-    assert model.optimizer.weight_decay == 0.05 and model.optimizer.use_ema
+    assert model.optimizer.weight_decay == 0.05
     assert abs(float(model.optimizer.learning_rate) - 0.01) < 1e-9
     assert model.loss.label_smoothing == 0.2
 
