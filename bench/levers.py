@@ -4,12 +4,15 @@
     python bench/levers.py --only=baseline,no-augmentation --datasets=letters26,dev36-small
     python bench/levers.py --quick=True                      # 1 seed, 3 datasets: iterating
     python bench/levers.py --run=False                       # the table from cached runs only
+    python bench/levers.py --only=baseline,dense-512 --finalists=dense-512 --split=test
 
 Each lever is a name and a set of train.py overrides (the LEVERS table below). Every run goes
 through exactly the path a user runs: `python train.py --data=... --seed=S <overrides>`, then
-`python evaluate.py --split=val`. The test split is never read here. Runs are cached by (data,
-seed, overrides) in WORK_DIR, so a grown list only pays for what is new; after a change to
-train.py that alters what it computes, start from an empty WORK_DIR.
+`python evaluate.py --split=val`. Defaults are chosen on that table; `--split=test` scores the
+same runs' checkpoints on their test splits (training only what is not cached), for the final
+check of the finalists, and labels the table so. Runs are cached by (data, seed, overrides) in
+WORK_DIR, so a grown list only pays for what is new; after a change to train.py that alters
+what it computes, start from an empty WORK_DIR.
 
 The table (OUTPUT, rewritten after every run) gives per lever and dataset the mean +- std of
 the validation accuracy over its seeds, the change against the baseline (the current defaults)
@@ -86,6 +89,8 @@ DATASETS = ""              # comma-separated dataset names, or paths of your own
 TRAIN_ARGS = ""            # overrides added to every run, e.g. "--epochs=20" (part of the cache key)
 JOBS = 2                   # runs at once, each with CPU cores / JOBS threads
 RUN = True                 # False: train nothing, only write the table from the cached runs
+SPLIT = "val"              # the split scored: val to choose; test only for the final check
+                           # (written to OUTPUT with -test before .md)
 QUICK = False              # 1 seed, datasets letters26, dev36-small and embedded; labelled
 WORK_DIR = "bench/runs/levers"  # datasets, runs and the cache (not in git)
 OUTPUT = "bench/results/levers.md"  # the Markdown table (-quick.md in quick mode)
@@ -197,6 +202,13 @@ def run_key(data_path, seed, overrides):
     return hashlib.sha256(f"{data_id(data_path)} {seed} {words}".encode()).hexdigest()[:16]
 
 
+def job_env():
+    """The environment of a run: CPU cores / JOBS threads, so that JOBS runs share the cores."""
+    threads = str(max(1, (os.cpu_count() or 2) // JOBS))
+    return {**os.environ, "TF_NUM_INTRAOP_THREADS": threads, "TF_NUM_INTEROP_THREADS": threads,
+            "OMP_NUM_THREADS": threads}
+
+
 def train_and_validate(data_path, seed, overrides, work_dir):
     """One run as a user runs it; returns {val, epochs, best_epoch, seconds} (cached)."""
     key = run_key(data_path, seed, overrides)
@@ -206,31 +218,45 @@ def train_and_validate(data_path, seed, overrides, work_dir):
             return json.load(f)
     out_dir = os.path.join(work_dir, "runs", key)
     common = [f"--prepared_dir={os.path.join(work_dir, 'data')}"]
-    threads = str(max(1, (os.cpu_count() or 2) // JOBS))
-    env = {**os.environ, "TF_NUM_INTRAOP_THREADS": threads, "TF_NUM_INTEROP_THREADS": threads,
-           "OMP_NUM_THREADS": threads}
     started = time.time()
     trained = subprocess.run(
         [sys.executable, os.path.join(ROOT, "train.py"), f"--data={data_path}",
          f"--seed={seed}", f"--out_dir={out_dir}", "--verbose=2", "--fresh=True", *common,
-         *all_overrides(overrides)], capture_output=True, text=True, env=env)
+         *all_overrides(overrides)], capture_output=True, text=True, env=job_env())
     seconds = time.time() - started
     if trained.returncode:
         raise UserError(f"train.py {overrides} failed on {data_path}, seed {seed}: "
                         f"{trained.stderr.strip().splitlines()[-1:]}")
-    scored = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "evaluate.py"), "--split=val",
-         f"--checkpoint={os.path.join(out_dir, 'best.keras')}", *common],
-        capture_output=True, text=True, env=env)
-    match = re.search(r"val accuracy: (\d\.\d+)", scored.stdout)
-    if not match:
-        raise UserError(f"evaluate.py failed on {out_dir}: {scored.stderr.strip()[-500:]}")
     with open(os.path.join(out_dir, "best.json")) as f:
         record = json.load(f)
-    result = {"val": float(match.group(1)), "epochs": len(record["history"]),
+    result = {"val": score(out_dir, "val", work_dir), "epochs": len(record["history"]),
               "best_epoch": record["best_epoch"], "seconds": seconds,
               "data": data_path, "seed": seed, "overrides": " ".join(all_overrides(overrides))}
     write_text_atomic(cache, json.dumps(result) + "\n")
+    return result
+
+
+def score(out_dir, split, work_dir):
+    """A run's accuracy on a split of its data, as `python evaluate.py --split=...` prints it."""
+    scored = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "evaluate.py"), f"--split={split}",
+         f"--checkpoint={os.path.join(out_dir, 'best.keras')}",
+         f"--prepared_dir={os.path.join(work_dir, 'data')}"],
+        capture_output=True, text=True, env=job_env())
+    match = re.search(rf"{split} accuracy: (\d\.\d+)", scored.stdout)
+    if not match:
+        raise UserError(f"evaluate.py failed on {out_dir}: {scored.stderr.strip()[-500:]}")
+    return float(match.group(1))
+
+
+def with_test_score(data_path, seed, overrides, work_dir):
+    """The cached run (trained first if need be) with its test accuracy added to its record."""
+    result = train_and_validate(data_path, seed, overrides, work_dir)
+    if "test" not in result:
+        key = run_key(data_path, seed, overrides)
+        result["test"] = score(os.path.join(work_dir, "runs", key), "test", work_dir)
+        write_text_atomic(os.path.join(work_dir, "cache", f"{key}.json"),
+                          json.dumps(result) + "\n")
     return result
 
 
@@ -246,7 +272,9 @@ def cached_results(levers, datasets, work_dir, seeds_of):
                 cache = os.path.join(work_dir, "cache", f"{run_key(path, seed, overrides)}.json")
                 if os.path.exists(cache):
                     with open(cache) as f:
-                        rows.append(json.load(f))
+                        record = json.load(f)
+                    if SPLIT in record:  # test scores exist only for runs given --split=test
+                        rows.append(record)
             results[name, dataset] = rows
     return results
 
@@ -256,7 +284,7 @@ def mean_of(values, spec):
 
 
 def table(levers, datasets, results, title):
-    means = {key: np.mean([r["val"] for r in rows]) for key, rows in results.items() if rows}
+    means = {key: np.mean([r[SPLIT] for r in rows]) for key, rows in results.items() if rows}
     ranks = {}
     for dataset in datasets:
         scored = sorted((means[name, dataset], name) for name, _ in levers
@@ -273,7 +301,7 @@ def table(levers, datasets, results, title):
             if not rows:
                 cells.append("-")
                 continue
-            values = [r["val"] for r in rows]
+            values = [r[SPLIT] for r in rows]
             spread = f" +- {np.std(values, ddof=1):.4f}" if len(values) > 1 else ""
             cells.append(f"{np.mean(values):.4f}{spread} ({len(values)})")
             if ("baseline", dataset) in means:
@@ -287,7 +315,7 @@ def table(levers, datasets, results, title):
         lines.append(f"| {name} | `{overrides}` | {' | '.join(cells)} | {change} | "
                      f"{mean_of(rank, '.1f')} | {mean_of(epochs, '.0f')} | "
                      f"{mean_of(minutes, '.1f')} |")
-    lines += ["", "Validation accuracy, mean +- std over seeds (number of seeds); change: "
+    lines += ["", f"{'Test' if SPLIT == 'test' else 'Validation'} accuracy, mean +- std over seeds (number of seeds); change: "
               "the mean over datasets of (lever - baseline), in points, letters26 counted "
               f"{WEIGHTS['letters26']:g}x; rank 1 is best on a dataset."]
     return "\n".join(lines)
@@ -296,6 +324,8 @@ def table(levers, datasets, results, title):
 def main():
     global SEEDS, DATASETS
     configure(globals())
+    if SPLIT not in ("val", "test"):
+        raise UserError(f"--split={SPLIT}: choose val or test")
     if QUICK:
         SEEDS, DATASETS = 1, DATASETS or "letters26,dev36-small,embedded"
     work_dir = os.path.join(ROOT, WORK_DIR)
@@ -312,7 +342,10 @@ def main():
             for dataset in datasets if seed <= seeds_of(name)]
     mode = "QUICK MODE (1 seed, 3 datasets): for iterating, not for choosing defaults. " \
         if QUICK else ""
-    output = os.path.join(ROOT, OUTPUT.replace(".md", "-quick.md") if QUICK else OUTPUT)
+    if SPLIT == "test":
+        mode += "TEST SPLITS: the final check of the defaults chosen on validation. "
+    suffix = ("-quick" if QUICK else "") + ("-test" if SPLIT == "test" else "")
+    output = os.path.join(ROOT, OUTPUT.replace(".md", f"{suffix}.md"))
     command = "python bench/levers.py " + " ".join(sys.argv[1:])
     title = f"### {mode}Lever study\n\n`{command.strip()}`  \n{time.strftime('%Y-%m-%d')}, " \
             f"{machine()}"
@@ -322,8 +355,9 @@ def main():
 
     def one(job):
         seed, name, overrides, dataset = job
-        result = train_and_validate(datasets[dataset], seed, overrides, work_dir)
-        print(f"{name:<32} {dataset:<16} seed {seed}: val {result['val']:.4f}  "
+        score_run = with_test_score if SPLIT == "test" else train_and_validate
+        result = score_run(datasets[dataset], seed, overrides, work_dir)
+        print(f"{name:<32} {dataset:<16} seed {seed}: {SPLIT} {result[SPLIT]:.4f}  "
               f"epochs {result['epochs']:>3}  {result['seconds']:.0f} s", flush=True)
         return job
 

@@ -46,6 +46,19 @@ def test_lever_study_runs_caches_and_reports(tmp_path, tiny_pickle):
             if line.startswith("| baseline") or line.startswith("| dropout 0.2")]
     assert re.search(r"\| 0\.\d{4} \(1\) \|", rows[0]) and "| - |" in rows[1]
 
+    # --split=test: the final check scores the cached runs' checkpoints, trains nothing new
+    test = run_script("bench/levers.py", *common, "--split=test", "--only=no-augmentation",
+                      "--seeds=1", f"--output={tmp_path / 'final.md'}", cwd=tmp_path)
+    assert test.returncode == 0, test.stderr[-3000:]
+    assert len(os.listdir(tmp_path / "work" / "runs")) == 4
+    final = (tmp_path / "final-test.md").read_text()
+    assert "TEST SPLITS" in final and "Test accuracy" in final
+    records = [json.loads((tmp_path / "work" / "cache" / c).read_text())
+               for c in os.listdir(tmp_path / "work" / "cache")]
+    scored = [r for r in records if "test" in r]
+    assert len(scored) == 1 and scored[0]["overrides"].startswith("--augment=False")
+    assert f"| {scored[0]['test']:.4f} (1) |" in final
+
 
 def test_made_datasets_are_small_or_hard_as_described():
     x, y = make_dataset(per_class=20)
