@@ -77,6 +77,8 @@ LEVERS = [  # (name, train.py overrides): one lever at a time against the baseli
     ("rate 2e-3, filters 48/96", "--learning_rate=2e-3 --filters_1=48 --filters_2=96"),
     ("rate 2e-3, filters 48/96, dense 512, augment 15 epochs",
      "--learning_rate=2e-3 --filters_1=48 --filters_2=96 --dense_units=512 --augment_epochs=15"),
+    ("rate 2e-3, dense 512, augment 15 epochs",
+     "--learning_rate=2e-3 --dense_units=512 --augment_epochs=15"),
 ]
 FINALISTS = ""             # comma-separated lever names that get 3 seeds instead of SEEDS
 DATASET_NAMES = ("letters26", "letters26-small", "dev36", "dev36-small", "dev36-hard",
