@@ -13,7 +13,7 @@ KERNEL_1 = 5          # its kernel size: a 5x5 window sees a stroke's direction
 STRIDE_1 = 2          # 2 halves the resolution at the first layer: ~4x less compute after it
 FILTERS_2 = 64        # second convolution: parts of characters
 KERNEL_2 = 3          # its kernel size (after the first pooling, 3x3 covers 12x12 pixels)
-DENSE_UNITS = 256     # the head that combines parts into characters
+DENSE_UNITS = 512     # the head that combines parts into characters (128, 256 lost; see bench/)
 DROPOUT = 0.4         # before the dense and the output layers: the main regulariser
 
 

@@ -34,7 +34,7 @@ OUT_DIR = "out"           # checkpoints and records of this run
 SEED = 1337               # split, initial weights, shuffling, augmentation and dropout
 BATCH_SIZE = 64           # images per step (the global batch when training on several devices)
 EPOCHS = 60               # upper bound; early stopping usually ends sooner
-LEARNING_RATE = 1e-3      # Adam's initial learning rate
+LEARNING_RATE = 2e-3      # Adam's initial learning rate (1e-3 and 5e-4 lost in bench/levers.py)
 LR_SCHEDULE = "plateau"   # plateau: drops on a plateau (below); cosine: cosine decay to zero over
                           # EPOCHS; constant
 LR_DROP_PATIENCE = 2      # plateau: multiply the learning rate by LR_DROP_FACTOR after this many
@@ -43,7 +43,8 @@ PATIENCE = 6              # epochs without a better validation accuracy before s
 WEIGHT_DECAY = 0.0        # >0: AdamW, decoupled weight decay of this strength
 LABEL_SMOOTHING = 0.0     # >0: spread this much of each target over the other classes
 AUGMENT = True            # random crop, scale and rotation of training images (augment.py)
-AUGMENT_EPOCHS = 0        # >0: augment only the first AUGMENT_EPOCHS epochs, then clean images
+AUGMENT_EPOCHS = 15       # >0: augment only the first AUGMENT_EPOCHS epochs, then clean images
+                          # (a clean finish won in bench/levers.py); 0: augment throughout
 FRESH = False             # True: ignore an unfinished run in OUT_DIR and start over
 DETERMINISTIC = False     # True: TensorFlow op determinism (same seed, same result; slower)
 DISTRIBUTE = "auto"       # auto: all GPUs (MirroredStrategy) if several, all workers if TF_CONFIG
@@ -367,6 +368,13 @@ def mend_keras_for_multiworker(model, strategy):
     keras_tf_trainer.reduce_per_replica = reduce_scalars_too
 
 
+def augmentation_plan():
+    """How the training images are augmented, in words for the log."""
+    if not AUGMENT:
+        return "off"
+    return f"on for the first {AUGMENT_EPOCHS} epochs, then off" if AUGMENT_EPOCHS else "on"
+
+
 def new_model(steps_per_epoch=1):
     """The default model, compiled with the optimiser and loss of this recipe."""
     model = model_config.build_model(num_classes=prepare_data.NUM_CLASSES)
@@ -423,7 +431,7 @@ def main():
     keeper = KeepBest(OUT_DIR, run_info, history, best_record, write_dir)
     callbacks = [EpochState(history), keeper]
     print(f"training on {len(data['y_train'])} images, validating on {len(data['y_val'])}; "
-          f"{model.count_params():,} parameters; augmentation {'on' if AUGMENT else 'off'}; "
+          f"{model.count_params():,} parameters; augmentation {augmentation_plan()}; "
           f"learning rate {LR_SCHEDULE}", flush=True)
     started = time.time()
     if epochs_done < EPOCHS and (not history or epochs_done - best_epoch_of(history)[0]

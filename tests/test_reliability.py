@@ -98,7 +98,7 @@ def test_resume_with_other_settings_is_refused(unfinished_run, monkeypatch):
     assert run_info["run_id"] == "r1" and epochs_done == 2 and resume_path.endswith("0002.keras")
     monkeypatch.setattr(train, "LEARNING_RATE", 0.01)
     monkeypatch.setattr(train.augmentation, "ROTATE", 30)
-    with pytest.raises(UserError, match=r"--learning_rate=0.001.*--rotate=12.*--fresh=True"):
+    with pytest.raises(UserError, match=r"--learning_rate=0.002.*--rotate=12.*--fresh=True"):
         train.start_or_resume(out_dir, fingerprint)
     monkeypatch.setattr(train, "FRESH", True)  # the way out: start over with the new settings
     assert train.start_or_resume(out_dir, fingerprint)[2] == 0

@@ -24,6 +24,8 @@ def test_train_then_evaluate_on_a_36_class_pickle(trained_tiny):
     assert len(re.findall(r"^\d+/\d+ - \d+s", printed, re.M)) == 2
     assert "9/9 - " in printed  # 288 training images in batches of --batch_size=32
     assert re.search(r"best epoch \d+: val_accuracy \d\.\d{4}", printed)
+    import train  # the log says how the images are augmented: the default clean finish
+    assert f"augmentation on for the first {train.AUGMENT_EPOCHS} epochs, then off" in printed
     record = json.loads((tmp_path / "out" / "best.json").read_text())
     assert record["settings"]["EPOCHS"] == 2 and record["data"]["seed"] == 1337
     assert len(record["history"]) == 2 and 1 <= record["best_epoch"] <= 2
@@ -87,6 +89,18 @@ def test_help_from_the_shell(tmp_path):
         assert result.returncode == 0, result.stderr[-2000:]
         assert "Settings (override any with --name=value):" in result.stdout
         assert not list(tmp_path.iterdir())  # it explains and does nothing else
+
+
+def test_help_into_a_closed_pipe_is_quiet():
+    # `python prepare_data.py --help | head -1`: the reader is gone before the help is written
+    import subprocess
+    import sys
+    process = subprocess.Popen([sys.executable, "prepare_data.py", "--help"], cwd=ROOT,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process.stdout.close()
+    errors = process.stderr.read().decode()
+    process.wait()
+    assert errors == "" and process.returncode == 1
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
