@@ -29,8 +29,10 @@ CHECKPOINT = "out/best.keras"  # a model written by train.py
 LABELS = "auto"                # class names: auto (by the checkpoint's data), none, or a PATH
 TOP = 3                        # how many best guesses to print per image
 JSON = False                   # one JSON object per line instead of text
-MIN_STROKE = 3.0               # image files: strokes thinner than this many pixels at 56x56
-                               # are widened first (a big photo's thin pen lines would vanish)
+MIN_STROKE = 0.0               # image files: strokes thinner than this many pixels at 56x56
+                               # are widened first (a big photo's thin pen lines would vanish,
+                               # a thin pen reads worse); 0: as thin as the strokes of the
+                               # thinnest tenth of the checkpoint's training images (best.json)
 SPECK_SHARE = 0.01             # image files: ink blobs under this share of all the ink are
                                # specks, left out of the framing
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
@@ -63,9 +65,16 @@ def ink_of(image):
     return np.clip((gray - background) / max(high - background, 1), 0, 1)
 
 
-def to_training_format(ink):
+def pen_width(record):
+    """How wide (pixels at 56x56) strokes of image files are made at least, for a checkpoint
+    with this run record: MIN_STROKE, or when 0 the stroke width of its training images."""
+    return MIN_STROKE or record["data"].get("stroke_width") or 3.0  # 3: older checkpoints
+
+
+def to_training_format(ink, min_stroke=None):
     """Ink (H x W, 0..1, strokes bright) -> 3136 binary pixels framed like the training data:
-    specks dropped, strokes that would come out thinner than MIN_STROKE pixels widened, the
+    specks dropped, strokes that would come out thinner than `min_stroke` pixels (default:
+    MIN_STROKE, or 3 when that is 0) widened, the
     character cropped to its ink, scaled to fill the 56x56 frame and binarised (the same
     framing as the embedded default). A 56x56 two-valued image is taken exactly as it is."""
     from scipy import ndimage
@@ -86,14 +95,16 @@ def to_training_format(ink):
     scale = (side - 1) / max(rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1)
     edge = mask & ~ndimage.binary_erosion(mask)
     width = 2 * mask.sum() / max(edge.sum(), 1)  # stroke width: area over half the outline
-    grow = math.ceil((MIN_STROKE / scale - width) / 2)  # pixels to add on each side
+    min_stroke = min_stroke or MIN_STROKE or 3.0
+    grow = math.ceil((min_stroke / scale - width) / 2)  # pixels to add on each side
     if grow > 0:
         mask = ndimage.binary_dilation(mask, np.ones((3, 3)), iterations=grow)
     return prepare_data.frame_character(mask.astype(np.float64)).ravel()
 
 
-def read_inputs(paths):
-    """(names, N x 3136 uint8) from image files and array files."""
+def read_inputs(paths, min_stroke=None):
+    """(names, N x 3136 uint8) from image files (strokes widened to `min_stroke`) and array
+    files."""
     from PIL import Image, UnidentifiedImageError
     names, rows = [], []
     for path in paths:
@@ -102,7 +113,7 @@ def read_inputs(paths):
         if path.lower().endswith(IMAGE_SUFFIXES):
             try:
                 with Image.open(path) as image:
-                    rows.append(to_training_format(ink_of(image)))
+                    rows.append(to_training_format(ink_of(image), min_stroke))
             except (UnidentifiedImageError, OSError) as error:
                 raise UserError(f"{path} is not a readable image ({error})") from None
             names.append(path)
@@ -149,8 +160,8 @@ def predict(images, checkpoint=None):
 
 def main():
     paths = configure(globals(), positional="*")
-    names_in, images = read_inputs(paths)
     _, record = load_model(CHECKPOINT)
+    names_in, images = read_inputs(paths, pen_width(record))
     class_names = prepare_data.class_names(LABELS, record["data"]["source"])
     probabilities = predict_probabilities(images, CHECKPOINT)
     for name, row in zip(names_in, probabilities):

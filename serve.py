@@ -43,8 +43,9 @@ def png_data_url(pixels):
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
-def read_image(raw):
-    """Upload bytes -> the model's input (3136 pixels 0/1), or a UserError saying why not."""
+def read_image(raw, min_stroke=None):
+    """Upload bytes -> the model's input (3136 pixels 0/1, strokes at least `min_stroke`
+    pixels wide), or a UserError saying why not."""
     from PIL import Image, UnidentifiedImageError
     try:
         image = Image.open(io.BytesIO(raw))
@@ -56,7 +57,7 @@ def read_image(raw):
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError, ValueError) as error:
         raise UserError(f"not a readable image ({type(error).__name__}): send a PNG or JPEG") \
             from None
-    pixels = predict.to_training_format(ink)
+    pixels = predict.to_training_format(ink, min_stroke)
     if not pixels.any():
         raise UserError("the image is empty: draw a character first")
     return pixels
@@ -81,7 +82,7 @@ def create_app(checkpoint):
         if upload is None:
             return jsonify(error="no image: send one as the form field 'image'"), 400
         try:
-            pixels = read_image(upload.read())
+            pixels = read_image(upload.read(), predict.pen_width(record))
         except UserError as error:
             return jsonify(error=str(error)), 400
         probabilities = predict.predict_probabilities(pixels[None], checkpoint)[0]

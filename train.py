@@ -255,8 +255,10 @@ class KeepBest(keras.callbacks.Callback):
                 os.remove(old)
 
 
-def data_fingerprint(manifest):
-    return {key: manifest[key] for key in ("source", "source_sha256", "seed", "counts")}
+def data_fingerprint(manifest, x_train):
+    # 9 in 10 training images have strokes at least this wide: predict.py widens thinner ones
+    stroke = {"stroke_width": round(prepare_data.stroke_width(x_train, percentile=10), 2)}
+    return {key: manifest[key] for key in ("source", "source_sha256", "seed", "counts")} | stroke
 
 
 def same_data(a, b):
@@ -416,7 +418,7 @@ def main():
     data = prepare_data.prepare(DATA, SEED, PREPARED_DIR, verbose=chief)
     os.makedirs(OUT_DIR, exist_ok=True)
     run_info, resume_path, epochs_done, history, best_record = start_or_resume(
-        OUT_DIR, data_fingerprint(data["manifest"]), chief)
+        OUT_DIR, data_fingerprint(data["manifest"], data["x_train"]), chief)
     write_dir = OUT_DIR if chief else os.path.join(OUT_DIR, f".scratch-{role.replace(' ', '-')}")
 
     steps_per_epoch = math.ceil(len(data["y_train"]) / BATCH_SIZE)

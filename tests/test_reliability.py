@@ -82,7 +82,7 @@ def unfinished_run(tmp_path, tiny_pickle):
     """An OUT_DIR holding an unfinished run (its record and a resume point) with the default
     settings; returns (out dir, data fingerprint)."""
     data = prepare_data.prepare(tiny_pickle, train.SEED, str(tmp_path / "cache"), verbose=False)
-    fingerprint = train.data_fingerprint(data["manifest"])
+    fingerprint = train.data_fingerprint(data["manifest"], data["x_train"])
     resume = tmp_path / "out" / "resume"
     resume.mkdir(parents=True)
     (resume / "run.json").write_text(json.dumps(

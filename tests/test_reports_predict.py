@@ -35,12 +35,30 @@ def test_evaluate_reports_and_plots(trained_tiny):
     assert re.search(r"^\s+14:N\s+\d\.\d{3}\s+\d\.\d{3}\s+\d\.\d{3}\s+2$", out, re.M)
     assert "most confused pairs" in out
     assert out.strip().splitlines()[-1].startswith("val accuracy: ")
-    for name, min_size in (("confusion-val", (900, 900)), ("errors-val", (600, 100)),
-                           ("curves", (800, 300))):
+    for name, min_size in (("confusion-val", (900, 900)), ("curves", (800, 300))):
         path = work / "out" / f"best-{name}.png"
         assert path.stat().st_size > 5000, path
         with Image.open(path) as image:
             assert image.size[0] >= min_size[0] and image.size[1] >= min_size[1], image.size
+    # the errors grid: one row of 8 per started 8 errors (at most 48), one row when none
+    correct, total = map(int, re.search(r"val accuracy: \S+ \((\d+)/(\d+)\)", out).groups())
+    rows = max(1, -(-min(48, total - correct) // 8))
+    with Image.open(work / "out" / "best-errors-val.png") as image:
+        assert image.size == (1200, rows * 175), image.size
+
+
+def test_errors_grid_shows_each_error(tmp_path):
+    import plots
+    images = np.random.default_rng(0).integers(0, 2, (10, 3136))
+    names = [str(i) for i in range(36)]
+    plots.misclassified_png(images, np.arange(10), np.arange(10) + 1, np.full(10, 0.9), names,
+                            str(tmp_path / "ten.png"))
+    with Image.open(tmp_path / "ten.png") as image:
+        assert image.size == (1200, 350)  # two rows of 8 for 10 errors
+        assert np.asarray(image.convert("L")).std() > 20  # the noise images are drawn
+    plots.misclassified_png(images[:0], [], [], [], names, str(tmp_path / "none.png"))
+    with Image.open(tmp_path / "none.png") as image:
+        assert image.size == (1200, 175)
 
 
 def test_evaluate_rejects_a_bad_split(trained_tiny):
@@ -163,9 +181,28 @@ def test_framing_settings_for_image_files(monkeypatch):
     assert framed[:, :20].sum() == 0 and width >= 3  # speck left out, stroke widened
     monkeypatch.setattr(predict, "MIN_STROKE", 6.0)
     assert predict.to_training_format(ink).reshape(56, 56).sum(axis=1).max() >= 6 > width - 1
+    assert predict.pen_width({"data": {"stroke_width": 7.5}}) == 6.0  # a set width wins
     monkeypatch.setattr(predict, "SPECK_SHARE", 0.0)  # every blob counts: the speck too,
     columns = np.flatnonzero(predict.to_training_format(ink).reshape(56, 56).any(0))
     assert columns.max() > 35  # which widens the crop: the stroke is pushed to the right
+    # by default (0) the pen width is the one the checkpoint's training images have
+    monkeypatch.setattr(predict, "MIN_STROKE", 0.0)
+    assert predict.pen_width({"data": {"stroke_width": 7.5}}) == 7.5
+    assert predict.pen_width({"data": {}}) == 3.0  # older checkpoints
+    assert predict.to_training_format(ink, 9.0).reshape(56, 56).sum(axis=1).max() >= 9
+
+
+def test_stroke_width_of_images():
+    measured = []
+    for width in (3, 7):
+        images = np.zeros((4, 56, 56), np.uint8)
+        images[:, 5:50, 20:20 + width] = 1  # a bar 45 px long: the ends make it read a bit thinner
+        measured.append(prepare_data.stroke_width(images.reshape(4, -1)))
+        assert width - 1 < measured[-1] <= width
+    assert measured[1] - measured[0] > 3
+    images[:2, :, 20:23] = 0  # two of the four now 4 px wide: the 10th percentile sees them
+    assert prepare_data.stroke_width(images.reshape(4, -1), percentile=10) < measured[1] - 2
+    assert prepare_data.stroke_width(np.zeros((2, 3136), np.uint8)) == 0.0  # no ink, no width
 
 
 @pytest.mark.parametrize("make", [transparent_png, exif_rotated_jpeg, thin_pen_photo,
@@ -173,18 +210,24 @@ def test_framing_settings_for_image_files(monkeypatch):
 def test_images_from_the_wild_read_like_their_originals(trained_digits, make):
     import predict
     work, x, y = trained_digits
+    checkpoint = str(work / "out" / "best.keras")
+    pen = predict.pen_width(predict.load_model(checkpoint)[1])  # the digits' thin pen, 5-6 px
+    assert 4.5 < pen < 7, pen
     originals = x[:12].reshape(-1, 56, 56)
     inputs = []
     for i, image in enumerate(originals):
         wild = make(image, i) if make is thin_pen_photo else make(image)
-        inputs.append(predict.to_training_format(predict.ink_of(wild)))
+        inputs.append(predict.to_training_format(predict.ink_of(wild), pen))
     inputs = np.stack(inputs)
-    if make is not thin_pen_photo:  # the same character, framed the same way
-        overlap = [np.sum(a & b) / np.sum(a | b) for a, b in zip(inputs, x[:12])]
+    if make is not thin_pen_photo:  # the same character, framed as the original would be
+        # (the 56x56 canvas export is taken as it is; a bigger image is framed, which may
+        # widen thin strokes: compare with the original framed as a 112x112 image file)
+        framed = x[:12] if make is transparent_png else [
+            predict.to_training_format(np.kron(image, np.ones((2, 2))), pen) for image in originals]
+        overlap = [np.sum(a & b) / np.sum(a | b) for a, b in zip(inputs, framed)]
         assert min(overlap) > 0.7, overlap
     else:  # thinner strokes, still all there: the ink spans the frame
         assert all(np.ptp(np.nonzero(image.reshape(56, 56))[0]) >= 50 or
                    np.ptp(np.nonzero(image.reshape(56, 56))[1]) >= 50 for image in inputs)
-    checkpoint = str(work / "out" / "best.keras")
     same = predict.predict(inputs, checkpoint) == predict.predict(x[:12], checkpoint)
     assert same.mean() >= 10 / 12, same

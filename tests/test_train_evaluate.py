@@ -28,6 +28,7 @@ def test_train_then_evaluate_on_a_36_class_pickle(trained_tiny):
     assert f"augmentation on for the first {train.AUGMENT_EPOCHS} epochs, then off" in printed
     record = json.loads((tmp_path / "out" / "best.json").read_text())
     assert record["settings"]["EPOCHS"] == 2 and record["data"]["seed"] == 1337
+    assert record["data"]["stroke_width"] > 1  # predict.py widens image files' pens to it
     assert len(record["history"]) == 2 and 1 <= record["best_epoch"] <= 2
     assert (tmp_path / "out" / "history.csv").read_text().count("\n") == 3
     assert not (tmp_path / "out" / "resume").exists()  # a finished run leaves no resume state
