@@ -36,6 +36,8 @@ MIN_STROKE = 0.0               # image files: strokes thinner than this many pix
 SPECK_SHARE = 0.01             # image files: ink blobs under this share of all the ink are
                                # specks, left out of the framing
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+STROKE_IF_UNKNOWN = 3.0        # MIN_STROKE=0 for a checkpoint that recorded no stroke width
+_FIXED = ("STROKE_IF_UNKNOWN",)  # a fallback for older checkpoints, not a choice
 
 
 def load_model(checkpoint=None):
@@ -68,15 +70,15 @@ def ink_of(image):
 def pen_width(record):
     """How wide (pixels at 56x56) strokes of image files are made at least, for a checkpoint
     with this run record: MIN_STROKE, or when 0 the stroke width of its training images."""
-    return MIN_STROKE or record["data"].get("stroke_width") or 3.0  # 3: older checkpoints
+    return MIN_STROKE or record["data"].get("stroke_width") or STROKE_IF_UNKNOWN
 
 
 def to_training_format(ink, min_stroke=None):
     """Ink (H x W, 0..1, strokes bright) -> 3136 binary pixels framed like the training data:
     specks dropped, strokes that would come out thinner than `min_stroke` pixels (default:
-    MIN_STROKE, or 3 when that is 0) widened, the
-    character cropped to its ink, scaled to fill the 56x56 frame and binarised (the same
-    framing as the embedded default). A 56x56 two-valued image is taken exactly as it is."""
+    MIN_STROKE, or STROKE_IF_UNKNOWN when that is 0) widened, the character cropped to its
+    ink, scaled to fill the 56x56 frame and binarised (the same framing as the embedded
+    default). A 56x56 two-valued image is taken exactly as it is."""
     from scipy import ndimage
     ink = np.asarray(ink, np.float64)
     side = prepare_data.SIDE
@@ -95,7 +97,7 @@ def to_training_format(ink, min_stroke=None):
     scale = (side - 1) / max(rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1)
     edge = mask & ~ndimage.binary_erosion(mask)
     width = 2 * mask.sum() / max(edge.sum(), 1)  # stroke width: area over half the outline
-    min_stroke = min_stroke or MIN_STROKE or 3.0
+    min_stroke = min_stroke or MIN_STROKE or STROKE_IF_UNKNOWN
     grow = math.ceil((min_stroke / scale - width) / 2)  # pixels to add on each side
     if grow > 0:
         mask = ndimage.binary_dilation(mask, np.ones((3, 3)), iterations=grow)

@@ -188,7 +188,7 @@ def test_framing_settings_for_image_files(monkeypatch):
     # by default (0) the pen width is the one the checkpoint's training images have
     monkeypatch.setattr(predict, "MIN_STROKE", 0.0)
     assert predict.pen_width({"data": {"stroke_width": 7.5}}) == 7.5
-    assert predict.pen_width({"data": {}}) == 3.0  # older checkpoints
+    assert predict.pen_width({"data": {}}) == predict.STROKE_IF_UNKNOWN  # older checkpoints
     assert predict.to_training_format(ink, 9.0).reshape(56, 56).sum(axis=1).max() >= 9
 
 
