@@ -69,7 +69,8 @@ def ink_of(image):
 
 def pen_width(record):
     """How wide (pixels at 56x56) strokes of image files are made at least, for a checkpoint
-    with this run record: MIN_STROKE, or when 0 the stroke width of its training images."""
+    with this run record: MIN_STROKE, or when 0 how thin the strokes of its training images
+    get (the 10th percentile of their widths, which train.py records)."""
     return MIN_STROKE or record["data"].get("stroke_width") or STROKE_IF_UNKNOWN
 
 
