@@ -67,17 +67,18 @@ def ink_of(image):
     return np.clip((gray - background) / max(high - background, 1), 0, 1)
 
 
-def pen_width(record):
+def pen_width(record=None):
     """How wide (pixels at 56x56) strokes of image files are made at least, for a checkpoint
     with this run record: MIN_STROKE, or when 0 how thin the strokes of its training images
     get (the 10th percentile of their widths, which train.py records)."""
-    return MIN_STROKE or record["data"].get("stroke_width") or STROKE_IF_UNKNOWN
+    recorded = record["data"].get("stroke_width") if record else None
+    return MIN_STROKE or recorded or STROKE_IF_UNKNOWN
 
 
 def to_training_format(ink, min_stroke=None):
     """Ink (H x W, 0..1, strokes bright) -> 3136 binary pixels framed like the training data:
     specks dropped, strokes that would come out thinner than `min_stroke` pixels (default:
-    MIN_STROKE, or STROKE_IF_UNKNOWN when that is 0) widened, the character cropped to its
+    pen_width() with no checkpoint) widened, the character cropped to its
     ink, scaled to fill the 56x56 frame and binarised (the same framing as the embedded
     default). A 56x56 two-valued image is taken exactly as it is."""
     from scipy import ndimage
@@ -96,10 +97,8 @@ def to_training_format(ink, min_stroke=None):
         return np.zeros(side * side, np.uint8)
     rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
     scale = (side - 1) / max(rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1)
-    edge = mask & ~ndimage.binary_erosion(mask)
-    width = 2 * mask.sum() / max(edge.sum(), 1)  # stroke width: area over half the outline
-    min_stroke = min_stroke or MIN_STROKE or STROKE_IF_UNKNOWN
-    grow = math.ceil((min_stroke / scale - width) / 2)  # pixels to add on each side
+    width = prepare_data.stroke_width_of(mask)
+    grow = math.ceil(((min_stroke or pen_width()) / scale - width) / 2)  # pixels on each side
     if grow > 0:
         mask = ndimage.binary_dilation(mask, np.ones((3, 3)), iterations=grow)
     return prepare_data.frame_character(mask.astype(np.float64)).ravel()

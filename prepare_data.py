@@ -149,15 +149,18 @@ def validate(x, y, path):
     return x, y.astype(np.int64)
 
 
-def stroke_width(images, percentile=50, sample=1000):
-    """A percentile of the stroke widths, in pixels, of (up to `sample` of) N x 3136 binary
-    images: each image's ink area over half its outline."""
+def stroke_width_of(mask):
+    """The stroke width, in pixels, of one image of any size (2-D, True on ink): its ink area
+    over half its outline; 0 for no ink."""
     from scipy import ndimage
-    widths = []
-    for image in np.asarray(images[:sample]).reshape(-1, SIDE, SIDE).astype(bool):
-        outline = image & ~ndimage.binary_erosion(image)
-        if outline.any():
-            widths.append(2 * image.sum() / outline.sum())
+    outline = mask & ~ndimage.binary_erosion(mask)
+    return 2 * mask.sum() / outline.sum() if outline.any() else 0.0
+
+
+def stroke_width(images, percentile=50, sample=1000):
+    """A percentile of the stroke widths of (up to `sample` of) N x 3136 binary images."""
+    widths = [stroke_width_of(image) for image in
+              np.asarray(images[:sample]).reshape(-1, SIDE, SIDE).astype(bool) if image.any()]
     return float(np.percentile(widths, percentile)) if widths else 0.0
 
 
