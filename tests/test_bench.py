@@ -7,7 +7,7 @@ import re
 import numpy as np
 
 from bench import levers
-from conftest import make_dataset, run_script
+from conftest import assert_user_error, make_dataset, run_script
 
 
 def test_lever_study_runs_caches_and_reports(tmp_path, tiny_pickle):
@@ -93,3 +93,58 @@ def test_speed_benchmark_reports_every_measure(tmp_path):
                     "augmentation cost", "peak memory"):
         assert measure in table, measure
     assert "256 training and 128 test images" in result.stdout
+
+
+def test_ceiling_compares_models_of_one_split(tmp_path, trained_tiny):
+    work, data, _ = trained_tiny
+    for name, args in (("dropout", ["--dropout=0.2"]), ("other-seed", ["--seed=7"])):
+        trained = run_script("train.py", f"--data={data}", "--epochs=1", f"--out_dir={name}",
+                             *args, cwd=tmp_path)
+        assert trained.returncode == 0, trained.stderr[-3000:]
+    runs = [str(work / "out"), str(tmp_path / "dropout"), str(tmp_path / "other-seed")]
+    mixed = run_script("bench/ceiling.py", *runs, cwd=tmp_path)
+    assert_user_error(mixed, "another seed", "--data_seed")
+    assert_user_error(run_script("bench/ceiling.py", runs[0], "missing", cwd=tmp_path),
+                      "missing", "no such run")
+    assert_user_error(run_script("bench/ceiling.py", *runs, "--data_seed=7", cwd=tmp_path),
+                      "1 checkpoint", "at least 2")
+
+    result = run_script("bench/ceiling.py", *runs, "--data_seed=1337", f"--data={data}",
+                        "--split=test", "--shift=2", "--top_confusions=1", "--labels=none",
+                        "--prepared_dir=prepared", f"--output={tmp_path / 'ceiling.md'}",
+                        cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = (tmp_path / "ceiling.md").read_text()
+    assert "test split" in report and "shifts of 2 px" in report
+    assert os.listdir(tmp_path / "prepared")
+    rows = [line for line in report.splitlines() if line.startswith("| ") and "best.keras" in line]
+    assert len(rows) == 2 and "--dropout=0.4" in rows[0] and "--dropout=0.2" in rows[1]
+    pairs = report.split("```")[1].strip().splitlines()
+    assert len(pairs) == 1 and re.match(r"\d+ -> \d+ +\d+|none", pairs[0].strip())
+
+    # the figures are the models' own: recompute them from the checkpoints and the test split
+    import evaluate
+    from bench import ceiling
+    evaluate.PREPARED_DIR = str(tmp_path / "prepared")
+    models = [evaluate.load_checkpoint(os.path.join(run, "best.keras")) for run in runs[:2]]
+    x, y = evaluate.load_split(models[0][1], "test")
+    probabilities = [evaluate.predict_probabilities(model, x) for model, _ in models]
+    for row, (model, _), p in zip(rows, models, probabilities):
+        shifted = ceiling.shift_averaged(model, x, 2).argmax(1)
+        assert row.endswith(f"| {np.mean(p.argmax(1) == y):.4f} | {np.mean(shifted == y):.4f} |")
+    ensemble = np.mean(probabilities, axis=0).argmax(1)
+    assert f"**{np.mean(ensemble == y):.4f}**" in report
+    every = np.all([p.argmax(1) != y for p in probabilities], axis=0).sum()
+    assert f"Errors every model makes: {every} (" in report
+
+
+def test_ceiling_shifts_and_counts_identical_images_of_other_classes():
+    from bench import ceiling
+    image = np.zeros((1, 5, 5), np.uint8)
+    image[0, 2, 2] = 1
+    assert ceiling.shifted(image, 1, 0)[0, 3, 2] == 1 and ceiling.shifted(image, 1, 0).sum() == 1
+    assert ceiling.shifted(image, 0, -2)[0, 2, 0] == 1
+    assert ceiling.shifted(image, 3, 0).sum() == 0  # moved out of the frame, not wrapped around
+    x = np.array([[1, 0, 1], [1, 0, 1], [1, 0, 1], [0, 1, 1], [0, 1, 1]], np.uint8)
+    y = np.array([4, 4, 9, 2, 2])  # three identical images, one of them labelled otherwise
+    assert ceiling.identical_conflicts(x, y) == 1

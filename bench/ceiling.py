@@ -1,0 +1,188 @@
+"""How much accuracy is left on a dataset: several trained models of one split, compared.
+
+    python bench/ceiling.py out-a out-b out-c       # run directories (or best.keras) from train.py
+    python bench/ceiling.py 'bench/runs/levers/runs/*' --data=../shared/data/letters26-dev.npz
+           --data_seed=1 --prepared_dir=bench/runs/levers/data     # (one line) the lever runs
+
+Give it models trained on the same data with the same seed (so the same split), e.g. one run
+per setting from bench/levers.py. On the validation split it reports, per model, its accuracy
+and its accuracy when each image's prediction is averaged over the image and its copies
+shifted by SHIFT pixels in four directions (test-time shifts); then the accuracy of all the
+models averaged (an ensemble), the errors that every model makes (no average of these models
+can fix them) and the most confused pairs among those. Over the whole dataset it counts images
+that are pixel for pixel identical to an image of another class: whichever label a classifier
+gives such an image, one of them is wrong, so no classifier can reach 100%.
+
+If the ensemble barely beats its best member and most errors are shared, more of the same
+recipe will not move the accuracy: the remaining errors lie in the data (ambiguous images),
+or need a different kind of model.
+"""
+import collections
+import glob
+import hashlib
+import os
+import sys
+import time
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+_FIXED = ("ROOT",)  # not a setting: where the repo is
+from common import UserError, configure, run, write_text_atomic  # noqa: E402
+import evaluate  # noqa: E402  (loads checkpoints and rebuilds their splits)
+import prepare_data  # noqa: E402
+
+DATA = ""                   # a .pkl/.npz: use only the runs trained on this data; "": all
+DATA_SEED = 0               # >0: use only the runs trained with this seed (split); 0: all
+SPLIT = "val"               # val to study; test only for a final check
+SHIFT = 1                   # test-time shifts: this many pixels left, right, up and down
+LABELS = "auto"             # class names: auto, none (numbers) or a PATH (as evaluate.py)
+TOP_CONFUSIONS = 10         # how many of the shared errors' most confused pairs to list
+PREPARED_DIR = "data"       # cache of prepared splits
+OUTPUT = ""                 # also write the Markdown report here
+
+
+def checkpoints(paths):
+    """best.keras paths from run directories or checkpoint files (shell globs allowed)."""
+    found = []
+    for pattern in paths:
+        for path in sorted(glob.glob(pattern)) or [pattern]:
+            checkpoint = os.path.join(path, "best.keras") if os.path.isdir(path) else path
+            if not os.path.exists(path):
+                raise UserError(f"{path}: no such run directory or checkpoint (pass the "
+                                f"--out_dir of train.py runs, or their best.keras files)")
+            if os.path.isdir(path) and not os.path.isfile(checkpoint):
+                continue  # a directory that holds no run (e.g. a cache beside the runs)
+            found.append(checkpoint)
+    if not found:
+        raise UserError("no checkpoints given: pass run directories (or best.keras files) "
+                        "written by train.py, e.g. python bench/ceiling.py out-a out-b")
+    return found
+
+
+def shifted(images, rows, cols):
+    """N x H x W images moved by (rows, cols) pixels, with empty (0) pixels shifted in."""
+    out = np.zeros_like(images)
+    height, width = images.shape[1:3]
+    out[:, max(rows, 0):height + min(rows, 0), max(cols, 0):width + min(cols, 0)] = \
+        images[:, max(-rows, 0):height + min(-rows, 0), max(-cols, 0):width + min(-cols, 0)]
+    return out
+
+
+def shift_averaged(model, x, shift):
+    """Class probabilities averaged over each image and its four copies shifted by `shift`."""
+    squares = x.reshape(-1, prepare_data.SIDE, prepare_data.SIDE)
+    moves = [(0, 0), (shift, 0), (-shift, 0), (0, shift), (0, -shift)]
+    return np.mean([evaluate.predict_probabilities(model, shifted(squares, r, c))
+                    for r, c in moves], axis=0)
+
+
+def identical_conflicts(x, y):
+    """Images whose exact pixels also occur with another label: the fewest errors any
+    classifier must make on them (each group of identical images counted as its majority)."""
+    groups = collections.defaultdict(collections.Counter)
+    for pixels, label in zip(map(bytes, np.packbits(x, axis=1)), y.tolist()):
+        groups[pixels][label] += 1
+    return sum(sum(labels.values()) - max(labels.values()) for labels in groups.values())
+
+
+def load_models(paths):
+    """[(checkpoint, model, run record)] of one split; refuses models of different splits."""
+    models, wanted = [], None
+    if DATA:
+        try:
+            with open(DATA, "rb") as f:
+                wanted = hashlib.sha256(f.read()).hexdigest()
+        except OSError:
+            raise UserError(f"--data={DATA}: file not found (pass the data the runs trained "
+                            f"on, or leave --data empty)") from None
+    for path in paths:
+        model, record = evaluate.load_checkpoint(path)
+        if (DATA_SEED and record["data"]["seed"] != DATA_SEED) or \
+                (wanted and record["data"]["source_sha256"] != wanted):
+            continue
+        first = models[0][2]["data"] if models else record["data"]
+        if (record["data"]["source_sha256"], record["data"]["seed"]) != \
+                (first["source_sha256"], first["seed"]):
+            raise UserError(f"{path} was trained on other data or another seed than "
+                            f"{models[0][0]}: compare runs of one split (--data=PATH and --data_seed=N pick them)")
+        models.append((path, model, record))
+    if len(models) < 2:
+        raise UserError(f"{len(models)} checkpoint(s) of one split: an ensemble needs at least 2")
+    return models
+
+
+def differing_settings(records):
+    """For each run, its values of the settings that differ between the runs."""
+    import train  # only for the names of settings that do not change what is computed
+    ignored = train.RESUMABLE_CHANGES | {"SEED"}
+    keys = sorted({key for record in records for key in record["settings"]} - ignored)
+    varying = [key for key in keys
+               if len({repr(r["settings"].get(key)) for r in records}) > 1]
+    return [" ".join(f"--{key.lower()}={r['settings'].get(key)}" for key in varying) or "-"
+            for r in records]
+
+
+def confusions(y, predicted, among):
+    """A confusion matrix whose off-diagonal cells count only the images in `among` (the
+    others count as correct, so that each row still sums to the class's size)."""
+    matrix = np.zeros((prepare_data.NUM_CLASSES,) * 2, int)
+    np.add.at(matrix, (y, np.where(among, predicted, y)), 1)
+    return matrix
+
+
+def report(paths):
+    models = load_models(paths)
+    record = models[0][2]
+    names = prepare_data.class_names(LABELS, record["data"]["source"])
+    evaluate.PREPARED_DIR = PREPARED_DIR
+    x, y = evaluate.load_split(record, SPLIT)
+    rows, probabilities, wrong_in_all = [], [], np.ones(len(y), bool)
+    for (path, model, _), settings in zip(models, differing_settings([m[2] for m in models])):
+        evaluate.check_compatible(model, prepare_data.NUM_CLASSES)
+        plain = evaluate.predict_probabilities(model, x)
+        shifts = shift_averaged(model, x, SHIFT)
+        probabilities.append(plain)
+        wrong_in_all &= plain.argmax(1) != y
+        rows.append(f"| {path} | {settings} | {np.mean(plain.argmax(1) == y):.4f} | "
+                    f"{np.mean(shifts.argmax(1) == y):.4f} |")
+    ensemble = np.mean(probabilities, axis=0).argmax(1)
+    data = prepare_data.prepare(record["data"]["source"], record["data"]["seed"], PREPARED_DIR,
+                                verbose=False)
+    all_y = np.concatenate([data[f"y_{split}"] for split in prepare_data.SPLITS])
+    forced = identical_conflicts(
+        np.concatenate([data[f"x_{split}"] for split in prepare_data.SPLITS]), all_y)
+    best = max(np.mean(p.argmax(1) == y) for p in probabilities)
+    command = "python bench/ceiling.py " + " ".join(sys.argv[1:])
+    return "\n".join([
+        f"### How much is left: {len(models)} models of one split, {SPLIT} split", "",
+        f"`{command}`  ",
+        f"{time.strftime('%Y-%m-%d')}, data {record['data']['source']} (seed "
+        f"{record['data']['seed']}, {len(y)} {SPLIT} images)", "",
+        f"| run | settings that differ between the runs | {SPLIT} acc | "
+        f"with test-time shifts of {SHIFT} px |", "|---|---|---|---|", *rows, "",
+        f"- Ensemble (the {len(models)} models' probabilities averaged): "
+        f"**{np.mean(ensemble == y):.4f}** (best single model {best:.4f}).",
+        f"- Errors every model makes: {int(wrong_in_all.sum())} "
+        f"({wrong_in_all.mean():.2%} of the split); the ensemble makes "
+        f"{int(np.sum(ensemble != y))}.",
+        f"- Images identical, pixel for pixel, to an image of another class: at least "
+        f"{forced} of {len(all_y)} ({forced / len(all_y):.2%}) are wrong under any classifier.",
+        "", "Most confused pairs among the errors every model makes (true -> the ensemble's "
+        "answer, count, share of the class in the split):", "", "```",
+        *evaluate.confused_pairs(confusions(y, ensemble, wrong_in_all), names, TOP_CONFUSIONS),
+        "```"])
+
+
+def main():
+    paths = checkpoints(configure(globals(), positional="*"))
+    markdown = report(paths)
+    print(markdown)
+    if OUTPUT:
+        write_text_atomic(OUTPUT, markdown + "\n")
+        print(f"\nwrote {OUTPUT}")
+
+
+if __name__ == "__main__":
+    run(main)
