@@ -106,7 +106,8 @@ def load_models(paths):
         if (record["data"]["source_sha256"], record["data"]["seed"]) != \
                 (first["source_sha256"], first["seed"]):
             raise UserError(f"{path} was trained on other data or another seed than "
-                            f"{models[0][0]}: compare runs of one split (--data=PATH and --data_seed=N pick them)")
+                            f"{models[0][0]}: compare runs of one split (--data=PATH and "
+                            f"--data_seed=N pick them)")
         models.append((path, model, record))
     if len(models) < 2:
         raise UserError(f"{len(models)} checkpoint(s) of one split: an ensemble needs at least 2")
