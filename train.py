@@ -33,18 +33,25 @@ PREPARED_DIR = "data"     # cache of prepared splits
 OUT_DIR = "out"           # checkpoints and records of this run
 SEED = 1337               # split, initial weights, shuffling, augmentation and dropout
 BATCH_SIZE = 64           # images per step (the global batch when training on several devices)
-EPOCHS = 60               # upper bound; early stopping usually ends sooner
+EPOCHS = 60               # plateau: an upper bound, early stopping usually ends sooner; cosine:
+                          # the length of the decay, all trained
 LEARNING_RATE = 2e-3      # Adam's initial learning rate (1e-3 and 5e-4 lost in bench/levers.py)
-LR_SCHEDULE = "plateau"   # plateau: drops on a plateau (below); cosine: cosine decay to zero over
-                          # EPOCHS; constant
+LR_SCHEDULE = "auto"      # auto: by SMALL_DATA (below); plateau: drops on a plateau (below);
+                          # cosine: decay to zero over all EPOCHS, no early stop; constant
 LR_DROP_PATIENCE = 2      # plateau: multiply the learning rate by LR_DROP_FACTOR after this many
 LR_DROP_FACTOR = 0.3      #     epochs without a better validation accuracy
-PATIENCE = 6              # epochs without a better validation accuracy before stopping
+PATIENCE = 6              # epochs without a better validation accuracy before stopping (not
+                          # with cosine: stopping would cut its decay short)
 WEIGHT_DECAY = 0.0        # >0: AdamW, decoupled weight decay of this strength
 LABEL_SMOOTHING = 0.0     # >0: spread this much of each target over the other classes
 AUGMENT = True            # random crop, scale and rotation of training images (augment.py)
-AUGMENT_EPOCHS = 15       # >0: augment only the first AUGMENT_EPOCHS epochs, then clean images
-                          # (a clean finish won in bench/levers.py); 0: augment throughout
+AUGMENT_EPOCHS = -1       # >0: augment only the first AUGMENT_EPOCHS epochs, then clean images;
+                          # 0: augment throughout; -1: by SMALL_DATA (below)
+SMALL_DATA = 5000         # the settings left at auto follow the size of the training split: below
+                          # this many images, cosine decay and augmentation throughout; from it
+                          # up, plateau drops and augmentation for the first 15 epochs, then clean
+                          # (each won at its sizes in bench/levers.py; cosine's 60 epochs would
+                          # also take too long on large sets)
 FRESH = False             # True: ignore an unfinished run in OUT_DIR and start over
 DETERMINISTIC = False     # True: TensorFlow op determinism (same seed, same result; slower)
 DISTRIBUTE = "auto"       # auto: all GPUs (MirroredStrategy) if several, all workers if TF_CONFIG
@@ -55,7 +62,7 @@ VERBOSE = -1              # Keras progress: 0 silent, 1 progress bar, 2 a line p
 # Settings that may differ when a run is resumed: they do not change what is computed.
 RESUMABLE_CHANGES = {"DATA", "PREPARED_DIR", "OUT_DIR", "FRESH", "VERBOSE", "DISTRIBUTE"}
 IMAGE_SHAPE = (prepare_data.SIDE, prepare_data.SIDE, 1)  # the model's input, from the format
-CHOICES = {"LR_SCHEDULE": ("plateau", "cosine", "constant"),
+CHOICES = {"LR_SCHEDULE": ("auto", "plateau", "cosine", "constant"),
            "DISTRIBUTE": ("auto", "mirrored", "off"), "BACKEND": ("tf", "imgaug")}
 
 
@@ -158,6 +165,12 @@ def score(row):
     return row.get("val_accuracy", -1.0), -row.get("val_loss", math.inf)
 
 
+def stopped_improving(history):
+    """Early stopping: PATIENCE epochs without a better one (never under cosine decay)."""
+    return (bool(history) and LR_SCHEDULE != "cosine"
+            and len(history) - best_epoch_of(history)[0] >= PATIENCE)
+
+
 def best_epoch_of(history):
     """(1-based epoch, row) of the best epoch so far; (0, None) before any."""
     if not history:
@@ -240,7 +253,7 @@ class KeepBest(keras.callbacks.Callback):
                               json.dumps(record, indent=1) + "\n")
         write_history(os.path.join(self.write_dir, "history.csv"), self.history)
         self.save_resume_point(epoch + 1)
-        if epoch + 1 - best_epoch_of(self.history)[0] >= PATIENCE:
+        if stopped_improving(self.history):
             self.model.stop_training = True
 
     def save_resume_point(self, epochs_done):
@@ -370,11 +383,31 @@ def mend_keras_for_multiworker(model, strategy):
     keras_tf_trainer.reduce_per_replica = reduce_scalars_too
 
 
+def apply_size_rule(train_images):
+    """Resolves the settings left at auto (LR_SCHEDULE, AUGMENT_EPOCHS) for a training split
+    of this size, as SMALL_DATA says; returns what it chose and why, for the log ("" if
+    nothing was left at auto)."""
+    global LR_SCHEDULE, AUGMENT_EPOCHS
+    small = train_images < SMALL_DATA
+    chose = []
+    if LR_SCHEDULE == "auto":
+        LR_SCHEDULE = "cosine" if small else "plateau"
+        chose.append(f"learning rate {LR_SCHEDULE}")
+    if AUGMENT_EPOCHS < 0:
+        AUGMENT_EPOCHS = 0 if small else 15
+        chose.append(f"augmentation {augmentation_plan()}")
+    if not chose:
+        return ""
+    return (f"{' and '.join(chose)}, as {train_images} training images are "
+            f"{'fewer than' if small else 'at least'} --small_data={SMALL_DATA}")
+
+
 def augmentation_plan():
     """How the training images are augmented, in words for the log."""
     if not AUGMENT:
         return "off"
-    return f"on for the first {AUGMENT_EPOCHS} epochs, then off" if AUGMENT_EPOCHS else "on"
+    return (f"on for the first {AUGMENT_EPOCHS} epochs, then off" if AUGMENT_EPOCHS
+            else "on throughout")
 
 
 def new_model(steps_per_epoch=1):
@@ -400,6 +433,8 @@ def check_settings():
         raise UserError("--stroke needs --backend=tf (imgaug does not do it)")
     if BATCH_SIZE < 1 or EPOCHS < 1:
         raise UserError("--batch_size and --epochs must be at least 1")
+    if SMALL_DATA < 0:
+        raise UserError(f"--small_data={SMALL_DATA}: give a number of images, 0 or more")
 
 
 def main():
@@ -416,6 +451,7 @@ def main():
         tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(SEED)  # same seed, same initial weights
     data = prepare_data.prepare(DATA, SEED, PREPARED_DIR, verbose=chief)
+    rule = apply_size_rule(len(data["y_train"]))  # before the settings are recorded
     os.makedirs(OUT_DIR, exist_ok=True)
     run_info, resume_path, epochs_done, history, best_record = start_or_resume(
         OUT_DIR, data_fingerprint(data["manifest"], data["x_train"]), chief)
@@ -435,9 +471,10 @@ def main():
     print(f"training on {len(data['y_train'])} images, validating on {len(data['y_val'])}; "
           f"{model.count_params():,} parameters; augmentation {augmentation_plan()}; "
           f"learning rate {LR_SCHEDULE}", flush=True)
+    if rule:
+        print(f"chose {rule}", flush=True)
     started = time.time()
-    if epochs_done < EPOCHS and (not history or epochs_done - best_epoch_of(history)[0]
-                                 < PATIENCE):
+    if epochs_done < EPOCHS and not stopped_improving(history):
         model.fit(train, validation_data=val, epochs=EPOCHS, initial_epoch=epochs_done,
                   steps_per_epoch=steps_per_epoch, callbacks=callbacks, verbose=VERBOSE,
                   shuffle=False)  # shuffled by the dataset, per epoch

@@ -24,6 +24,7 @@ Datasets, in different regimes (the made ones are built here from dev36 or lette
 fixed seed, into WORK_DIR/datasets):
   letters26     22,018 real handwritten letters, 26 classes: closest to the users' images
   letters26-small  3,000 of them (stratified): real handwriting, small
+  letters26-medium 8,000 of them (stratified): real handwriting, between the two
   dev36         30,134 synthetic font characters, 36 classes, the real label counts
   dev36-small   3,000 of dev36 (stratified): small and imbalanced
   dev36-hard    all of dev36, harder: elastic warps, rotation and shear, a third of the
@@ -52,7 +53,9 @@ SHARED = os.path.join(ROOT, "..", "shared", "data")
 _FIXED = ("ROOT", "SHARED")  # not settings: where the repo and the shared datasets are
 LEVERS = [  # (name, train.py overrides): one lever at a time against the baseline (the defaults)
     ("baseline", ""),
-    ("the defaults before the study", "--learning_rate=1e-3 --dense_units=256 --augment_epochs=0"),
+    ("the defaults before the study",
+     "--learning_rate=1e-3 --dense_units=256 --augment_epochs=0 --lr_schedule=plateau"),
+    ("the defaults before the size rule", "--lr_schedule=plateau --augment_epochs=15"),
     ("no augmentation", "--augment=False"),
     ("augment throughout", "--augment_epochs=0"),
     ("augment 10 epochs, then clean", "--augment_epochs=10"),
@@ -76,10 +79,16 @@ LEVERS = [  # (name, train.py overrides): one lever at a time against the baseli
     ("cosine decay, 30 epochs", "--lr_schedule=cosine --epochs=30 --patience=30"),
     ("label smoothing 0.1", "--label_smoothing=0.1"),
     ("AdamW decay 0.05", "--weight_decay=0.05"),
+    ("kernel 5 in the second convolution", "--kernel_2=5"),
+    ("augment 30 epochs, patience 10", "--augment_epochs=30 --patience=10"),
+    ("cosine decay over 60 epochs, augment throughout",
+     "--lr_schedule=cosine --epochs=60 --patience=60 --augment_epochs=0"),
+    ("cosine decay over 60 epochs", "--lr_schedule=cosine --epochs=60 --patience=60"),
 ]
 FINALISTS = ""             # comma-separated lever names that get 3 seeds instead of SEEDS
-DATASET_NAMES = ("letters26", "letters26-small", "dev36", "dev36-small", "dev36-hard",
-                 "embedded")
+DATASET_NAMES = ("letters26", "letters26-small", "letters26-medium", "dev36", "dev36-small",
+                 "dev36-hard", "embedded")
+SUBSET_SIZES = {"small": 3000, "medium": 8000}  # images in the made -small and -medium sets
 WEIGHTS = {"letters26": 2.0}  # weight in the mean change (others 1): real handwriting counts most
 SEEDS = 2                  # seeds 1..SEEDS for every lever; each gives its own split
 ONLY = ""                  # comma-separated lever names (or their slugs) to run; all if empty
@@ -171,8 +180,9 @@ def dataset_path(name, work_dir):
         base = sources[name.split("-")[0]]
         print(f"making {path} from {base}", flush=True)
         x, y = load_npz(base)
-        if name.endswith("-small"):
-            keep = stratified_subset(y, 3000, seed=0)
+        size = SUBSET_SIZES.get(name.split("-")[1])
+        if size:
+            keep = stratified_subset(y, size, seed=0)
             x, y = x[keep], y[keep]
         else:
             x, y = harden(x, y, seed=0)

@@ -4,6 +4,7 @@ several devices and workers."""
 import glob
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -36,7 +37,8 @@ def weights_of(path):
 def test_killed_run_resumes_exactly_like_an_uninterrupted_one(tmp_path):
     data = write_pickle(tmp_path / "train.pkl", make_dataset(per_class=30))
     args = [sys.executable, os.path.join(ROOT, "train.py"), f"--data={data}", "--epochs=5",
-            "--patience=100", "--batch_size=16", "--deterministic=True", "--verbose=2"]
+            "--patience=100", "--batch_size=16", "--deterministic=True", "--verbose=2",
+            "--lr_schedule=plateau"]  # its rate comes from the history: the subtle case
     whole = subprocess.run([*args, "--out_dir=whole"], cwd=tmp_path, capture_output=True,
                            text=True, timeout=600)
     assert whole.returncode == 0, whole.stderr[-3000:]
@@ -167,11 +169,46 @@ def test_a_run_that_does_not_beat_the_earlier_best_leaves_it(trained_tiny, tmp_p
 def test_early_stopping_ends_a_run_that_stopped_improving(tmp_path, tiny_pickle):
     # with a learning rate of 0 nothing changes after the first epoch: stop after PATIENCE more
     result = run_script("train.py", f"--data={tiny_pickle}", "--learning_rate=0",
-                        "--patience=2", "--epochs=20", "--verbose=2", cwd=tmp_path)
+                        "--patience=2", "--epochs=20", "--verbose=2", "--lr_schedule=plateau",
+                        cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     record = json.loads((tmp_path / "out" / "best.json").read_text())
     assert len(record["history"]) == 3 and record["best_epoch"] == 1
     assert "Epoch 4/20" not in result.stdout
+
+
+def test_the_size_rule_chooses_cosine_for_a_small_split_and_plateau_for_a_large_one(
+        tmp_path, tiny_pickle):
+    # cosine decays over every epoch, so it never stops early; plateau stops after PATIENCE
+    for small_data, schedule, augmentation, epochs in (
+            (5000, "cosine", "on throughout", 4),
+            (100, "plateau", "on for the first 15 epochs, then off", 2)):
+        result = run_script("train.py", f"--data={tiny_pickle}", "--learning_rate=0",
+                            "--patience=1", "--epochs=4", f"--small_data={small_data}",
+                            "--fresh=True", cwd=tmp_path)
+        assert result.returncode == 0, result.stderr[-3000:]
+        images = int(re.search(r"training on (\d+) images", result.stdout).group(1))
+        assert 100 < images < 5000
+        relation = "fewer than" if schedule == "cosine" else "at least"
+        assert (f"chose learning rate {schedule} and augmentation {augmentation}, as {images} "
+                f"training images are {relation} --small_data={small_data}") in result.stdout
+        record = json.loads((tmp_path / "out" / "best.json").read_text())
+        assert record["settings"]["LR_SCHEDULE"] == schedule and len(record["history"]) == epochs
+        assert record["settings"]["AUGMENT_EPOCHS"] == (0 if schedule == "cosine" else 15)
+
+
+def test_settings_that_are_set_are_kept_by_the_size_rule(monkeypatch):
+    monkeypatch.setattr(train, "LR_SCHEDULE", "plateau")
+    monkeypatch.setattr(train, "AUGMENT_EPOCHS", 3)
+    assert train.apply_size_rule(10) == "" and train.LR_SCHEDULE == "plateau"
+    assert train.AUGMENT_EPOCHS == 3
+    monkeypatch.setattr(train, "AUGMENT_EPOCHS", -1)
+    assert "augmentation on throughout" in train.apply_size_rule(10)
+    assert train.AUGMENT_EPOCHS == 0 and train.LR_SCHEDULE == "plateau"
+    monkeypatch.setattr(train, "LR_SCHEDULE", "auto")
+    monkeypatch.setattr(train, "AUGMENT_EPOCHS", -1)
+    assert train.apply_size_rule(10 ** 6).startswith("learning rate plateau and augmentation on "
+                                                     "for the first 15 epochs")
 
 
 def test_learning_rate_drops_on_a_plateau_and_cosine_decays(monkeypatch):
@@ -229,6 +266,8 @@ def test_same_seed_same_run_and_the_determinism_switch(tmp_path, tiny_pickle, mo
     monkeypatch.setattr(train, "PREPARED_DIR", str(tmp_path / "cache"))
     monkeypatch.setattr(train, "EPOCHS", 1)
     monkeypatch.setattr(train, "VERBOSE", 0)
+    monkeypatch.setattr(train, "LR_SCHEDULE", "auto")  # main() resolves these two: restored
+    monkeypatch.setattr(train, "AUGMENT_EPOCHS", -1)   # after the test by monkeypatch
     train.main()
     assert switched == [True]
 

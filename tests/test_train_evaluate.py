@@ -24,9 +24,12 @@ def test_train_then_evaluate_on_a_36_class_pickle(trained_tiny):
     assert len(re.findall(r"^\d+/\d+ - \d+s", printed, re.M)) == 2
     assert "9/9 - " in printed  # 288 training images in batches of --batch_size=32
     assert re.search(r"best epoch \d+: val_accuracy \d\.\d{4}", printed)
-    import train  # the log says how the images are augmented: the default clean finish
-    assert f"augmentation on for the first {train.AUGMENT_EPOCHS} epochs, then off" in printed
+    # the log says what the rule for a small training split chose, and why
+    assert ("chose learning rate cosine and augmentation on throughout, as 288 training images "
+            "are fewer than --small_data=5000") in printed
     record = json.loads((tmp_path / "out" / "best.json").read_text())
+    assert record["settings"]["LR_SCHEDULE"] == "cosine"  # recorded as chosen
+    assert record["settings"]["AUGMENT_EPOCHS"] == 0
     assert record["settings"]["EPOCHS"] == 2 and record["data"]["seed"] == 1337
     assert record["data"]["stroke_width"] > 1  # predict.py widens image files' pens to it
     assert len(record["history"]) == 2 and 1 <= record["best_epoch"] <= 2
