@@ -197,6 +197,16 @@ def test_the_size_rule_chooses_cosine_for_a_small_split_and_plateau_for_a_large_
         assert record["settings"]["AUGMENT_EPOCHS"] == (0 if schedule == "cosine" else 15)
 
 
+def test_settings_out_of_range_are_refused(monkeypatch):
+    for name, value, words in (("SMALL_DATA", -1, "--small_data=-1"),
+                               ("BATCH_SIZE", 0, "--batch_size"), ("EPOCHS", 0, "--epochs")):
+        with monkeypatch.context() as patch:
+            patch.setattr(train, name, value)
+            with pytest.raises(UserError, match=words):
+                train.check_settings()
+    train.check_settings()  # the defaults pass
+
+
 def test_settings_that_are_set_are_kept_by_the_size_rule(monkeypatch):
     monkeypatch.setattr(train, "LR_SCHEDULE", "plateau")
     monkeypatch.setattr(train, "AUGMENT_EPOCHS", 3)

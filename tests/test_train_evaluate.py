@@ -12,7 +12,8 @@ import prepare_data
 from conftest import ROOT, assert_user_error, make_dataset, run_script, write_pickle
 
 SCRIPTS = ["prepare_data.py", "model.py", "augment.py", "train.py", "evaluate.py", "predict.py",
-           "serve.py", "export.py", "bench/accuracy.py", "bench/speed.py", "bench/levers.py"]
+           "serve.py", "export.py", "bench/accuracy.py", "bench/speed.py", "bench/levers.py",
+           "bench/ceiling.py"]
 
 
 def test_train_then_evaluate_on_a_36_class_pickle(trained_tiny):
