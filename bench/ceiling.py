@@ -25,6 +25,7 @@ import sys
 import time
 
 import numpy as np
+from sklearn.metrics import confusion_matrix
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -128,9 +129,8 @@ def differing_settings(records):
 def confusions(y, predicted, among):
     """A confusion matrix whose off-diagonal cells count only the images in `among` (the
     others count as correct, so that each row still sums to the class's size)."""
-    matrix = np.zeros((prepare_data.NUM_CLASSES,) * 2, int)
-    np.add.at(matrix, (y, np.where(among, predicted, y)), 1)
-    return matrix
+    return confusion_matrix(y, np.where(among, predicted, y),
+                            labels=range(prepare_data.NUM_CLASSES))
 
 
 def report(paths):
