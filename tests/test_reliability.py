@@ -34,11 +34,12 @@ def weights_of(path):
     return [np.asarray(w) for w in keras.saving.load_model(path).get_weights()]
 
 
-def test_killed_run_resumes_exactly_like_an_uninterrupted_one(tmp_path):
+@pytest.mark.parametrize("schedule", ["plateau", "cosine"])  # rate from the history / the step
+def test_killed_run_resumes_exactly_like_an_uninterrupted_one(tmp_path, schedule):
     data = write_pickle(tmp_path / "train.pkl", make_dataset(per_class=30))
     args = [sys.executable, os.path.join(ROOT, "train.py"), f"--data={data}", "--epochs=5",
             "--patience=100", "--batch_size=16", "--deterministic=True", "--verbose=2",
-            "--lr_schedule=plateau"]  # its rate comes from the history: the subtle case
+            f"--lr_schedule={schedule}"]
     whole = subprocess.run([*args, "--out_dir=whole"], cwd=tmp_path, capture_output=True,
                            text=True, timeout=600)
     assert whole.returncode == 0, whole.stderr[-3000:]
