@@ -25,8 +25,10 @@ fixed seed, into WORK_DIR/datasets):
   letters26     22,018 real handwritten letters, 26 classes: closest to the users' images
   letters26-small  3,000 of them (stratified): real handwriting, small
   letters26-medium 8,000 of them (stratified): real handwriting, between the two
+  letters26-large  15,000 of them (stratified): real handwriting, towards the users' size
   dev36         30,134 synthetic font characters, 36 classes, the real label counts
   dev36-small   3,000 of dev36 (stratified): small and imbalanced
+  dev36-large   15,000 of dev36 (stratified): half of it
   dev36-hard    all of dev36, harder: elastic warps, rotation and shear, a third of the
                 images with thicker strokes and a third with broken ones, reframed, and 4% of
                 the labels replaced by another class (in every split)
@@ -84,11 +86,16 @@ LEVERS = [  # (name, train.py overrides): one lever at a time against the baseli
     ("cosine decay over 60 epochs, augment throughout",
      "--lr_schedule=cosine --epochs=60 --patience=60 --augment_epochs=0"),
     ("cosine decay over 60 epochs", "--lr_schedule=cosine --epochs=60 --patience=60"),
+    ("stride 1 in the first convolution", "--stride_1=1"),
+    ("filters 64/128", "--filters_1=64 --filters_2=128"),
+    ("dropout 0.5", "--dropout=0.5"),
+    ("cosine decay over 40 epochs", "--lr_schedule=cosine --epochs=40"),
+    ("kernel 7 in the first convolution", "--kernel_1=7"),
 ]
 FINALISTS = ""             # comma-separated lever names that get 3 seeds instead of SEEDS
-DATASET_NAMES = ("letters26", "letters26-small", "letters26-medium", "dev36", "dev36-small",
-                 "dev36-hard", "embedded")
-SUBSET_SIZES = {"small": 3000, "medium": 8000}  # images in the made -small and -medium sets
+DATASET_NAMES = ("letters26", "letters26-small", "letters26-medium", "letters26-large", "dev36",
+                 "dev36-small", "dev36-large", "dev36-hard", "embedded")
+SUBSET_SIZES = {"small": 3000, "medium": 8000, "large": 15000}  # images in the made subsets
 WEIGHTS = {"letters26": 2.0}  # weight in the mean change (others 1): real handwriting counts most
 SEEDS = 2                  # seeds 1..SEEDS for every lever; each gives its own split
 ONLY = ""                  # comma-separated lever names (or their slugs) to run; all if empty
