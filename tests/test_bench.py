@@ -148,3 +148,25 @@ def test_ceiling_shifts_and_counts_identical_images_of_other_classes():
     x = np.array([[1, 0, 1], [1, 0, 1], [1, 0, 1], [0, 1, 1], [0, 1, 1]], np.uint8)
     y = np.array([4, 4, 9, 2, 2])  # three identical images, one of them labelled otherwise
     assert ceiling.identical_conflicts(x, y) == 1
+
+
+def test_deeper_probe_trains_its_own_network_with_train_py_recipe(tmp_path, tiny_pickle):
+    assert_user_error(run_script("bench/deeper.py", tiny_pickle, "--widths=8,x", cwd=tmp_path),
+                      "--widths=8,x")
+    assert_user_error(run_script("bench/deeper.py", "--filters_2=8", cwd=tmp_path),
+                      "unknown option")  # model.py's sizes are not this network's
+    result = run_script("bench/deeper.py", tiny_pickle, "--widths=8p,16,12p", "--epochs=1",
+                        "--dense_units=24", "--dropout=0.1", "--augment=False", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    import keras
+    network = keras.saving.load_model(tmp_path / "out" / "best.keras")
+    of_kind = lambda kind: [layer for layer in network.layers  # noqa: E731
+                            if layer.__class__.__name__ == kind]
+    assert [layer.filters for layer in of_kind("Conv2D")] == [32, 8, 16, 12]  # first, widths
+    assert len(of_kind("BatchNormalization")) == 4 and len(of_kind("MaxPooling2D")) == 2
+    assert [layer.rate for layer in of_kind("Dropout")] == [0.1, 0.1]
+    assert [layer.units for layer in of_kind("Dense")] == [24, 36]
+    record = json.loads((tmp_path / "out" / "best.json").read_text())
+    settings = record["settings"]
+    assert settings["PROBE_WIDTHS"] == "8p,16,12p" and "FILTERS_2" not in settings
+    assert not settings["AUGMENT"] and record["best_epoch"] == 1

@@ -1,0 +1,76 @@
+"""What the two-convolution limit costs: train.py's whole recipe with a deeper network.
+
+    python bench/deeper.py --data=../shared/data/letters26-dev.npz --seed=1 --out_dir=out-deeper
+    python evaluate.py --checkpoint=out-deeper/best.keras --split=val
+
+A probe, not a product: everything but the network is train.py's (split, augmentation, the
+size rule, schedule, early stopping, checkpoints, resuming), so its validation accuracy
+compares directly with a `python train.py` run of the same data and seed. The network: the
+classifier's first convolution (32 filters, 5x5, stride 2), then the 3x3 convolutions of WIDTHS,
+each batch-normalised before its ReLU, then the classifier's head (dropout, dense, dropout).
+If even this network gains little, the errors left lie in the data, not in the model's size.
+"""
+import os
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+_FIXED = ("ROOT",)  # not a setting: where the repo is
+from common import UserError, configure, run, settings_of  # noqa: E402
+import augment  # noqa: E402
+import model  # noqa: E402
+import train  # noqa: E402
+
+WIDTHS = "32p,64,64p,128,128p"  # the 3x3 convolutions after the first: filters each,
+                                 # p: 2x2 max pooling after it
+DENSE_UNITS = 512                # the head's dense layer
+DROPOUT = 0.4                    # before the head's dense and output layers
+
+
+def parse_widths(text):
+    """[(filters, pool after)] from WIDTHS."""
+    layers = []
+    for word in text.split(","):
+        filters = word.strip().rstrip("p")
+        if not filters.isdigit() or int(filters) < 1:
+            raise UserError(f"--widths={text}: expected filter counts such as 32,32p,64p "
+                            f"(p: pool after that convolution)")
+        layers.append((int(filters), word.strip().endswith("p")))
+    return layers
+
+
+def deeper_model(num_classes):
+    import keras
+    from keras import layers
+    inputs = keras.Input(shape=train.IMAGE_SHAPE, name="image")
+    x = layers.Conv2D(32, 5, strides=2, padding="same", use_bias=False)(inputs)
+    for filters, pool in parse_widths(WIDTHS):
+        x = layers.Activation("relu")(layers.BatchNormalization()(x))
+        x = layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
+        if pool:
+            x = layers.MaxPooling2D(2)(x)
+    x = layers.Activation("relu")(layers.BatchNormalization()(x))
+    x = layers.Dropout(DROPOUT)(layers.Flatten()(x))
+    x = layers.Dense(DENSE_UNITS, activation="relu")(x)
+    x = layers.Dropout(DROPOUT)(x)
+    outputs = layers.Dense(num_classes, activation="softmax", name="probabilities")(x)
+    return keras.Model(inputs, outputs, name="deeper_probe")
+
+
+def main():
+    # train.py's settings and these, but not model.py's sizes: this network replaces them
+    configure(globals(), vars(train), vars(augment), positional="DATA")
+    parse_widths(WIDTHS)  # a bad --widths fails now, before any data is read
+    sys.argv[1:] = []     # all applied above; train.main has nothing left to parse
+    # The run's record (and the check that a resumed run keeps its settings) holds the
+    # model module's settings: this network's, in place of the sizes it does not use.
+    for name in settings_of(vars(model)):
+        delattr(model, name)
+    model.PROBE_WIDTHS, model.PROBE_DENSE_UNITS, model.PROBE_DROPOUT = \
+        WIDTHS, DENSE_UNITS, DROPOUT
+    model.build_model = deeper_model
+    train.main()
+
+
+if __name__ == "__main__":
+    run(main)
