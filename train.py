@@ -47,7 +47,7 @@ LABEL_SMOOTHING = 0.0     # >0: spread this much of each target over the other c
 AUGMENT = True            # random crop, scale and rotation of training images (augment.py)
 AUGMENT_EPOCHS = -1       # >0: augment only the first AUGMENT_EPOCHS epochs, then clean images;
                           # 0: augment throughout; -1: by SMALL_DATA (below)
-SMALL_DATA = 5000         # the settings left at auto follow the size of the training split: below
+SMALL_DATA = 10000        # the settings left at auto follow the size of the training split: below
                           # this many images, cosine decay and augmentation throughout; from it
                           # up, plateau drops and augmentation for the first 15 epochs, then clean
                           # (each won at its sizes in bench/levers.py; cosine's 60 epochs would

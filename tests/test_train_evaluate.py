@@ -13,7 +13,7 @@ from conftest import ROOT, assert_user_error, make_dataset, run_script, write_pi
 
 SCRIPTS = ["prepare_data.py", "model.py", "augment.py", "train.py", "evaluate.py", "predict.py",
            "serve.py", "export.py", "bench/accuracy.py", "bench/speed.py", "bench/levers.py",
-           "bench/ceiling.py"]
+           "bench/ceiling.py", "bench/deeper.py"]
 
 
 def test_train_then_evaluate_on_a_36_class_pickle(trained_tiny):
@@ -27,7 +27,7 @@ def test_train_then_evaluate_on_a_36_class_pickle(trained_tiny):
     assert re.search(r"best epoch \d+: val_accuracy \d\.\d{4}", printed)
     # the log says what the rule for a small training split chose, and why
     assert ("chose learning rate cosine and augmentation on throughout, as 288 training images "
-            "are fewer than --small_data=5000") in printed
+            "are fewer than --small_data=10000") in printed
     record = json.loads((tmp_path / "out" / "best.json").read_text())
     assert record["settings"]["LR_SCHEDULE"] == "cosine"  # recorded as chosen
     assert record["settings"]["AUGMENT_EPOCHS"] == 0
