@@ -19,7 +19,9 @@ _FIXED = ("ROOT",)  # not a setting: where the repo is
 from common import UserError, configure, run, settings_of  # noqa: E402
 import augment  # noqa: E402
 import model  # noqa: E402
-import train  # noqa: E402
+import train  # noqa: E402  (imports Keras quietly first)
+import keras  # noqa: E402
+from keras import layers  # noqa: E402
 
 WIDTHS = "32p,64,64p,128,128p"  # the 3x3 convolutions after the first: filters each,
                                  # p: 2x2 max pooling after it
@@ -29,19 +31,17 @@ DROPOUT = 0.4                    # before the head's dense and output layers
 
 def parse_widths(text):
     """[(filters, pool after)] from WIDTHS."""
-    layers = []
+    convolutions = []
     for word in text.split(","):
-        filters = word.strip().rstrip("p")
+        filters = word.strip().removesuffix("p")
         if not filters.isdigit() or int(filters) < 1:
             raise UserError(f"--widths={text}: expected filter counts such as 32,32p,64p "
                             f"(p: pool after that convolution)")
-        layers.append((int(filters), word.strip().endswith("p")))
-    return layers
+        convolutions.append((int(filters), word.strip().endswith("p")))
+    return convolutions
 
 
 def deeper_model(num_classes):
-    import keras
-    from keras import layers
     inputs = keras.Input(shape=train.IMAGE_SHAPE, name="image")
     x = layers.Conv2D(32, 5, strides=2, padding="same", use_bias=False)(inputs)
     for filters, pool in parse_widths(WIDTHS):

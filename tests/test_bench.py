@@ -151,8 +151,8 @@ def test_ceiling_shifts_and_counts_identical_images_of_other_classes():
 
 
 def test_deeper_probe_trains_its_own_network_with_train_py_recipe(tmp_path, tiny_pickle):
-    assert_user_error(run_script("bench/deeper.py", tiny_pickle, "--widths=8,x", cwd=tmp_path),
-                      "--widths=8,x")
+    assert_user_error(run_script("bench/deeper.py", tiny_pickle, "--widths=8,8pp", cwd=tmp_path),
+                      "--widths=8,8pp")
     assert_user_error(run_script("bench/deeper.py", "--filters_2=8", cwd=tmp_path),
                       "unknown option")  # model.py's sizes are not this network's
     result = run_script("bench/deeper.py", tiny_pickle, "--widths=8p,16,12p", "--epochs=1",
