@@ -24,7 +24,7 @@ Datasets, in different regimes (the made ones are built here from dev36 or lette
 fixed seed, into WORK_DIR/datasets):
   letters26     22,018 real handwritten letters, 26 classes: closest to the users' images
   letters26-small  3,000 of them (stratified): real handwriting, small
-  letters26-medium 8,000 of them (stratified): real handwriting, between the two
+  letters26-medium 8,000 of them (stratified): real handwriting, between small and the whole
   letters26-large  15,000 of them (stratified): real handwriting, towards the users' size
   dev36         30,134 synthetic font characters, 36 classes, the real label counts
   dev36-small   3,000 of dev36 (stratified): small and imbalanced
