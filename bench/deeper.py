@@ -19,9 +19,11 @@ _FIXED = ("ROOT",)  # not a setting: where the repo is
 from common import UserError, configure, run, settings_of  # noqa: E402
 import augment  # noqa: E402
 import model  # noqa: E402
+import prepare_data  # noqa: E402
 import train  # noqa: E402  (imports Keras quietly first)
 import keras  # noqa: E402
 from keras import layers  # noqa: E402
+from bench.speed import training_flops_per_image  # noqa: E402  (the count speed.py reports)
 
 WIDTHS = "32p,64,64p,128,128p"  # the 3x3 convolutions after the first: filters each,
                                  # p: 2x2 max pooling after it
@@ -62,6 +64,10 @@ def main():
     configure(globals(), vars(train), vars(augment), positional="DATA")
     parse_widths(WIDTHS)  # a bad --widths fails now, before any data is read
     sys.argv[1:] = []     # all applied above; train.main has nothing left to parse
+    ours, deeper = (training_flops_per_image(build(prepare_data.NUM_CLASSES))
+                    for build in (model.build_model, deeper_model))
+    print(f"training FLOPs per image: {deeper / 1e6:.0f} million for this network, "
+          f"{ours / 1e6:.0f} million for the classifier ({deeper / ours:.1f}x)", flush=True)
     # The run's record (and the check that a resumed run keeps its settings) holds the
     # model module's settings: this network's, in place of the sizes it does not use.
     for name in settings_of(vars(model)):

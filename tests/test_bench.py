@@ -166,6 +166,11 @@ def test_deeper_probe_trains_its_own_network_with_train_py_recipe(tmp_path, tiny
     assert len(of_kind("BatchNormalization")) == 4 and len(of_kind("MaxPooling2D")) == 2
     assert [layer.rate for layer in of_kind("Dropout")] == [0.1, 0.1]
     assert [layer.units for layer in of_kind("Dense")] == [24, 36]
+    from bench.speed import training_flops_per_image
+    import model
+    ours, deeper = training_flops_per_image(model.build_model()), training_flops_per_image(network)
+    assert (f"training FLOPs per image: {deeper / 1e6:.0f} million for this network, "
+            f"{ours / 1e6:.0f} million for the classifier ({deeper / ours:.1f}x)") in result.stdout
     record = json.loads((tmp_path / "out" / "best.json").read_text())
     settings = record["settings"]
     assert settings["PROBE_WIDTHS"] == "8p,16,12p" and "FILTERS_2" not in settings
