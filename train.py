@@ -44,8 +44,6 @@ PATIENCE = 6              # epochs without a better validation accuracy before s
                           # with cosine: stopping would cut its decay short)
 WEIGHT_DECAY = 0.0        # >0: AdamW, decoupled weight decay of this strength
 LABEL_SMOOTHING = 0.0     # >0: spread this much of each target over the other classes
-MIXUP = 0.0               # >0: blend each training image and its target with another's, by a
-                          # share drawn from Beta(MIXUP, MIXUP)
 AUGMENT = True            # random crop, scale and rotation of training images (augment.py)
 AUGMENT_EPOCHS = -1       # >0: augment only the first AUGMENT_EPOCHS epochs, then clean images;
                           # 0: augment throughout; -1: by SMALL_DATA (below)
@@ -111,18 +109,8 @@ def make_training_dataset(x, y, batch_size, first_epoch, last_epoch, seed=None):
                                 lambda: batch)
             else:
                 batch = _augment(batch, seed_pair)
-        batch = tf.cast(batch, tf.float32)
-        targets = tf.one_hot(tf.gather(labels, indices), prepare_data.NUM_CLASSES)
-        if MIXUP > 0:
-            mix_seed = tf.stack([tf.cast(seed, tf.int64) + 7919, epoch * (1 << 20) + step])
-            size = tf.shape(indices)[:1]
-            a = tf.random.stateless_gamma(size, mix_seed, alpha=MIXUP)
-            b = tf.random.stateless_gamma(size, mix_seed + [0, 1 << 19], alpha=MIXUP)
-            share = a / (a + b)  # Beta(MIXUP, MIXUP); the partner is the batch reversed
-            batch = (share[:, None, None, None] * batch
-                     + (1 - share[:, None, None, None]) * tf.reverse(batch, [0]))
-            targets = share[:, None] * targets + (1 - share[:, None]) * tf.reverse(targets, [0])
-        return batch, targets
+        return (tf.cast(batch, tf.float32),
+                tf.one_hot(tf.gather(labels, indices), prepare_data.NUM_CLASSES))
 
     dataset = tf.data.Dataset.range(first_epoch, last_epoch).flat_map(one_epoch)
     dataset = dataset.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
