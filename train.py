@@ -42,7 +42,6 @@ LR_DROP_PATIENCE = 2      # plateau: multiply the learning rate by LR_DROP_FACTO
 LR_DROP_FACTOR = 0.3      #     epochs without a better validation accuracy
 PATIENCE = 6              # epochs without a better validation accuracy before stopping (not
                           # with cosine: stopping would cut its decay short)
-SGD_MOMENTUM = 0.0        # probe: >0, SGD with Nesterov momentum instead of Adam
 WEIGHT_DECAY = 0.0        # >0: AdamW, decoupled weight decay of this strength
 LABEL_SMOOTHING = 0.0     # >0: spread this much of each target over the other classes
 AUGMENT = True            # random crop, scale and rotation of training images (augment.py)
@@ -418,8 +417,6 @@ def new_model(steps_per_epoch=1):
             if LR_SCHEDULE == "cosine" else LEARNING_RATE)
     optimizer = (keras.optimizers.AdamW(rate, weight_decay=WEIGHT_DECAY) if WEIGHT_DECAY
                  else keras.optimizers.Adam(rate))
-    if SGD_MOMENTUM:
-        optimizer = keras.optimizers.SGD(rate, momentum=SGD_MOMENTUM, nesterov=True)
     model.compile(optimizer=optimizer,
                   loss=keras.losses.CategoricalCrossentropy(label_smoothing=LABEL_SMOOTHING),
                   metrics=["accuracy"])
