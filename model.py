@@ -15,8 +15,6 @@ FILTERS_2 = 64        # second convolution: parts of characters
 KERNEL_2 = 3          # its kernel size (after the first pooling, 3x3 covers 12x12 pixels)
 DENSE_UNITS = 512     # the head that combines parts into characters (128, 256 lost; see bench/)
 DROPOUT = 0.4         # before the dense and the output layers: the main regulariser
-DENSE_LAYERS = 1      # probe: hidden dense layers in the head
-POOL = "max"          # probe: "max" or "avg" pooling after each convolution
 
 
 def build_model(num_classes=prepare_data.NUM_CLASSES):
@@ -27,12 +25,11 @@ def build_model(num_classes=prepare_data.NUM_CLASSES):
     x = inputs
     for filters, kernel, stride in ((FILTERS_1, KERNEL_1, STRIDE_1), (FILTERS_2, KERNEL_2, 1)):
         x = layers.Conv2D(filters, kernel, strides=stride, padding="same", activation="relu")(x)
-        x = (layers.MaxPooling2D if POOL == "max" else layers.AveragePooling2D)(2)(x)
+        x = layers.MaxPooling2D(2)(x)
     x = layers.Flatten()(x)
     x = layers.Dropout(DROPOUT)(x)
-    for _ in range(DENSE_LAYERS):
-        x = layers.Dense(DENSE_UNITS, activation="relu")(x)
-        x = layers.Dropout(DROPOUT)(x)
+    x = layers.Dense(DENSE_UNITS, activation="relu")(x)
+    x = layers.Dropout(DROPOUT)(x)
     outputs = layers.Dense(num_classes, activation="softmax", name="probabilities")(x)
     return keras.Model(inputs, outputs, name="two_conv_classifier")
 
