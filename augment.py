@@ -16,42 +16,45 @@ import math
 
 import numpy as np
 
-# imgaug 0.4.0, its last release, still uses aliases that numpy 2 removed: `np.sctypes` at import
-# time and `np.complex` in some parameters. Restoring them is the whole fix; nothing else changes.
-if not hasattr(np, "sctypes"):
-    np.sctypes = {"int": [np.int8, np.int16, np.int32, np.int64],
-                  "uint": [np.uint8, np.uint16, np.uint32, np.uint64],
-                  "float": [np.float16, np.float32, np.float64],
-                  "complex": [np.complex64, np.complex128],
-                  "others": [bool, object, bytes, str, np.void]}
-if not hasattr(np, "complex"):
-    np.complex = complex
-import imgaug.augmenters as iaa  # noqa: E402  (needs the aliases above)
-
-from common import configure, quiet_native_stderr, run  # noqa: E402
+from common import UserError, configure, pick, quiet_native_stderr, run
 with quiet_native_stderr():  # TensorFlow's C++ start-up lines, shown only if it fails
     import tensorflow as tf
 
-CROP_PX = 3            # crop 0..CROP_PX pixels from each side, then resize back (a zoom)
-SCALE = 0.1            # scale by 1 +- SCALE (x and y alike with KEEP_ASPECT)
-ROTATE = 12            # rotation range in degrees, +-ROTATE
+CROP_PX = 3            # crop 0 to this many pixels from each side, then resize back (a zoom)
+SCALE = 0.1            # scale by a random factor in 1 +- this (both axes alike with --keep_aspect)
+ROTATE = 12            # rotate by a random angle of up to this many degrees either way
 KEEP_ASPECT = True     # True: one crop for all sides and one scale for both axes, so that the
                        # character's aspect ratio (0 against O, 1 against I) survives
-ELASTIC = 0.0          # tf back end: >0, also bend each image by a smooth random displacement
-                       # field of up to about this many pixels (as pens wobble)
+ELASTIC = 0.0          # >0: also bend each image by a smooth random displacement field of up
+                       # to about this many pixels, as pens wobble (--backend=tf only)
 SHARE = 1.0            # share of the images that are transformed; the others pass unchanged
-STROKE = 0.0           # tf back end: share of the images whose strokes are then made a pixel
-                       # thicker (half of them) or thinner (the other half)
-BACKEND = "tf"         # "tf": in-graph warp (fast, parallel); "imgaug": the reference's library
+STROKE = 0.0           # share of the images whose strokes are then made a pixel thicker (half
+                       # of them) or thinner (the other half) (--backend=tf only)
+BACKEND = "tf"         # tf: an in-graph warp (fast, parallel); imgaug: the reference's library
+IMGAUG_RANGES = ("crop_px", "scale", "rotate", "keep_aspect", "share")  # what imgaug does
 
 
-def make_augmenter(seed, crop_px=None, scale=None, rotate=None, keep_aspect=None, share=None):
-    """The imgaug pipeline; ranges default to the constants above (read at call time)."""
-    crop_px = CROP_PX if crop_px is None else crop_px
-    scale = SCALE if scale is None else scale
-    rotate = ROTATE if rotate is None else rotate
-    keep_aspect = KEEP_ASPECT if keep_aspect is None else keep_aspect
-    share = SHARE if share is None else share
+def imgaug_augmenters():
+    """imgaug.augmenters, imported only when the imgaug back end is used. imgaug 0.4.0, its
+    last release, still uses aliases that numpy 2 removed (`np.sctypes` at import time,
+    `np.complex` in some parameters): restoring them is the whole fix, and this is its one
+    place."""
+    if not hasattr(np, "sctypes"):
+        np.sctypes = {"int": [np.int8, np.int16, np.int32, np.int64],
+                      "uint": [np.uint8, np.uint16, np.uint32, np.uint64],
+                      "float": [np.float16, np.float32, np.float64],
+                      "complex": [np.complex64, np.complex128],
+                      "others": [bool, object, bytes, str, np.void]}
+    if not hasattr(np, "complex"):
+        np.complex = complex
+    import imgaug.augmenters
+    return imgaug.augmenters
+
+
+def make_augmenter(seed, crop_px=CROP_PX, scale=SCALE, rotate=ROTATE, keep_aspect=KEEP_ASPECT,
+                   share=SHARE):
+    """The imgaug pipeline; the ranges default to the constants above."""
+    iaa = imgaug_augmenters()
     scales = (1 - scale, 1 + scale)
     augmenter = iaa.Sometimes(share, iaa.Sequential([
         iaa.Crop(px=(0, crop_px), keep_size=True, sample_independently=not keep_aspect),
@@ -141,18 +144,11 @@ def _stroke_width(pixels, seed, share):
     return tf.where(draw < share / 2, thicker, tf.where(draw < share, thinner, pixels))
 
 
-def augment_batch_tf(images, seed, crop_px=None, scale=None, rotate=None, keep_aspect=None,
-                     elastic=None, share=None, stroke=None):
+def augment_batch_tf(images, seed, crop_px=CROP_PX, scale=SCALE, rotate=ROTATE,
+                     keep_aspect=KEEP_ASPECT, elastic=ELASTIC, share=SHARE, stroke=STROKE):
     """TensorFlow version of `augment_batch` for a batch of N x H x W x 1 binary images (any
-    dtype); `seed` is a [2] int tensor. Bilinear warp, then threshold back to 0/1. Ranges
-    default to the constants above (read at call time)."""
-    crop_px = CROP_PX if crop_px is None else crop_px
-    scale = SCALE if scale is None else scale
-    rotate = ROTATE if rotate is None else rotate
-    keep_aspect = KEEP_ASPECT if keep_aspect is None else keep_aspect
-    elastic = ELASTIC if elastic is None else elastic
-    share = SHARE if share is None else share
-    stroke = STROKE if stroke is None else stroke
+    dtype); `seed` is a [2] int tensor. Bilinear warp, then threshold back to 0/1. The ranges
+    default to the constants above."""
     pixels = tf.cast(images, tf.float32)
     shape = tf.shape(images)
     transforms = random_transforms(shape[0], seed, tf.cast(shape[2], tf.float32), crop_px,
@@ -170,18 +166,40 @@ def augment_batch_tf(images, seed, crop_px=None, scale=None, rotate=None, keep_a
     return tf.cast(warped, images.dtype)
 
 
-def main():
+def augment_in_graph(images, seed, backend=BACKEND, **ranges):
+    """For a tf.data pipeline: a batch N x H x W x 1 augmented by the chosen back end, with
+    these ranges (imgaug's subset of them: see check_ranges)."""
+    if backend == "imgaug":  # the reference's library: Python, holds the GIL
+        imgaug_ranges = {name: ranges[name] for name in IMGAUG_RANGES if name in ranges}
+        augmented = tf.numpy_function(
+            lambda batch, draw: augment_batch(batch, draw, **imgaug_ranges), [images, seed[1]],
+            images.dtype, stateful=False)
+        return tf.ensure_shape(augmented, images.shape)
+    return augment_batch_tf(images, seed, **ranges)
+
+
+def check_ranges(backend, elastic, stroke):
+    """What only the tf back end does, refused with imgaug (a UserError naming it)."""
+    if backend not in ("tf", "imgaug"):
+        raise UserError(f"--backend={backend}: choose tf or imgaug")
+    for name, value in (("elastic", elastic), ("stroke", stroke)):
+        if backend == "imgaug" and value:
+            raise UserError(f"--{name} needs --backend=tf (imgaug does not do it)")
+
+
+def main(argv=None):
     from PIL import Image
 
     from prepare_data import prepare
-    configure(globals())
+    settings = configure(globals(), argv=argv)
+    check_ranges(settings.backend, settings.elastic, settings.stroke)
+    ranges = pick(settings, globals())
+    backend = ranges.pop("backend")
     output, rows, copies_per_row = "augment_grid.png", 8, 7  # originals, then copies of each
     x = prepare(verbose=False)["x_train"]  # the default data: data/train.pkl or embedded
     x = x[np.linspace(0, len(x) - 1, rows).astype(int)].reshape(-1, 56, 56, 1)
-    if BACKEND == "tf":
-        copies = [augment_batch_tf(x, tf.constant([0, c])).numpy() for c in range(copies_per_row)]
-    else:
-        copies = [augment_batch(x, c) for c in range(copies_per_row)]
+    copies = [augment_in_graph(tf.constant(x), tf.constant([0, c], tf.int64), backend,
+                               **ranges).numpy() for c in range(copies_per_row)]
     columns = [x] + copies
     grid = np.full((rows * 58, len(columns) * 58), 128, np.uint8)  # grey gutters
     for c, batch in enumerate(columns):
@@ -190,7 +208,7 @@ def main():
     Image.fromarray(grid).resize((grid.shape[1] * 2, grid.shape[0] * 2),
                                  Image.NEAREST).save(output)
     print(f"wrote {output}: originals in the first column, then "
-          f"{copies_per_row} copies augmented with {BACKEND}")
+          f"{copies_per_row} copies augmented with {backend}")
 
 
 if __name__ == "__main__":

@@ -1,12 +1,18 @@
-"""Small helpers shared by every script: shell overrides, help, clean errors, atomic writes.
+"""Small helpers shared by every script: settings from the shell, help, clean errors, atomic
+writes.
 
-Each script keeps its settings as UPPER_CASE constants at the top and calls
-`configure(globals())`, so `python train.py --epochs=5 --augment=False` overrides EPOCHS and
-AUGMENT with values of the same type, and `python train.py --help` lists them with their
-comments. Expected user mistakes raise `UserError`, which `run` turns into one line on stderr
-and exit code 2 instead of a traceback.
+Each script keeps its settings as UPPER_CASE constants at the top, each with a comment, and its
+`main(argv=None)` calls `configure(globals(), argv=argv)`. That reads the command line
+(`--epochs=5` or `--epochs 5`, typed like the default; sys.argv unless argv is given) into a
+frozen `Settings` value, by lower-case name (`settings.epochs`), which main() passes on to the
+functions that need it; no constant is ever rewritten.
+`--help` lists the settings with their comments. Expected user mistakes raise `UserError`,
+which `run` turns into one line on stderr and exit code 2 instead of a traceback.
 """
 import contextlib
+import dataclasses
+import difflib
+import functools
 import os
 import re
 import sys
@@ -17,13 +23,15 @@ class UserError(Exception):
     """A mistake the user can fix: shown as one line, never as a traceback."""
 
 
+_TRUE, _FALSE = ("true", "1", "yes"), ("false", "0", "no")
+
+
 def _parse_value(name, text, current):
-    """Converts `text` to the type of the constant's current value."""
+    """Converts `text` to the type of the setting's default."""
     if isinstance(current, bool):  # before int: bool is a subclass of int
-        lowered = text.lower()
-        if lowered in ("true", "1", "yes"):
+        if text.lower() in _TRUE:
             return True
-        if lowered in ("false", "0", "no"):
+        if text.lower() in _FALSE:
             return False
         raise UserError(f"--{name}={text}: expected True or False")
     for kind, description in ((int, "a whole number"), (float, "a number")):
@@ -36,48 +44,96 @@ def _parse_value(name, text, current):
     return text
 
 
-def configure(*namespaces, argv=None, positional=None):
-    """Applies `--name=value` overrides to the UPPER_CASE constants of the given namespaces (a
-    script's globals(), and e.g. vars(model) so that train.py can set the model's sizes).
-    `-h`/`--help` prints the settings with their comments and exits.
-
-    Arguments that are not options: with positional=None they are refused; with the name of a
-    setting (e.g. "DATA"), one such argument sets it; with "*" they are returned (input files)."""
-    argv = sys.argv[1:] if argv is None else argv
-    if "-h" in argv or "--help" in argv:
-        print(help_text(namespaces, positional))
-        sys.exit(0)
-    owners = {}
-    for namespace in reversed(namespaces):  # the first namespace wins a shared name
-        owners.update({key: namespace for key in settings_of(namespace)})
-    loose = []
-    for arg in argv:
-        if not arg.startswith("--"):
-            loose.append(arg)
-            continue
-        name, sep, text = arg[2:].partition("=")
-        key = name.upper()
-        if not sep or key not in owners:
-            known = " ".join(f"--{k.lower()}" for k in owners)
-            raise UserError(f"unknown option {arg!r}: use --name=value with one of: {known}")
-        owners[key][key] = _parse_value(name, text, owners[key][key])
-    if positional == "*":
-        return loose
-    if loose and (positional is None or len(loose) > 1):
-        takes = f"only one, the --{positional.lower()} path" if positional else "none"
-        raise UserError(f"unexpected argument(s) {' '.join(loose)}: this script takes {takes}; "
-                        f"settings are given as --name=value (--help lists them)")
-    if loose:
-        owners[positional][positional] = loose[0]
-    return []
-
-
 def settings_of(namespace):
     """The overridable constants of a namespace: UPPER_CASE names of plain values, except
     those the namespace lists in `_FIXED` (facts such as the image size, not choices)."""
     fixed = namespace.get("_FIXED", ())
     return {k: v for k, v in namespace.items() if k.isupper() and not k.startswith("_")
             and k not in fixed and isinstance(v, (bool, int, float, str))}
+
+
+def make_settings(values):
+    """A frozen dataclass of {lower-case name: value}: read by attribute, changed only by
+    making a new one with dataclasses.replace (done once, where main() resolves "auto")."""
+    return _settings_class(tuple(values))(**values)
+
+
+@functools.lru_cache(maxsize=None)
+def _settings_class(names):
+    """One class per set of names, so that settings of one script compare equal."""
+    return dataclasses.make_dataclass("Settings", names, frozen=True)
+
+
+def defaults(*namespaces):
+    """The settings of these namespaces as they stand at the top of their files."""
+    return configure(*namespaces, argv=[])
+
+
+def as_record(settings):
+    """{UPPER_CASE name: value}: how run records (best.json) store settings."""
+    return {name.upper(): value for name, value in dataclasses.asdict(settings).items()}
+
+
+def pick(settings, namespace):
+    """{lower-case name: value} of the settings that `namespace` (a module's vars()) defines,
+    e.g. the sizes that model.build_model takes as keyword arguments."""
+    return {name.lower(): getattr(settings, name.lower()) for name in settings_of(namespace)}
+
+
+def configure(*namespaces, argv=None, positional=None):
+    """The settings of the given namespaces (a script's globals(), and e.g. vars(model) so that
+    train.py also takes the model's sizes; the first namespace wins a shared name), with the
+    overrides of the command line `argv` (default: sys.argv[1:]). `-h`/`--help` prints them with
+    their comments and exits.
+
+    An option is `--name=value` or `--name value`; a True/False setting given alone
+    (`--fresh`) means True. Arguments that are not options: with positional=None they are
+    refused; with the name of a setting (e.g. "DATA"), one such argument sets it; with "*"
+    they are returned too, as `(settings, arguments)` (input files)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "-h" in argv or "--help" in argv:
+        print(help_text(namespaces, positional))
+        sys.exit(0)
+    values = {}
+    for namespace in reversed(namespaces):
+        values.update(settings_of(namespace))
+    loose, position = [], 0
+    while position < len(argv):
+        arg = argv[position]
+        position += 1
+        if not arg.startswith("-") or arg == "-":
+            loose.append(arg)
+            continue
+        name, sep, text = arg.lstrip("-").partition("=")
+        key = name.upper()
+        if not arg.startswith("--") or key not in values:
+            raise UserError(_unknown(arg, values))
+        if not sep:  # --name value, or a True/False setting alone
+            following = argv[position] if position < len(argv) else None
+            if isinstance(values[key], bool) and (following is None or
+                                                  following.lower() not in _TRUE + _FALSE):
+                text = "true"
+            elif following is None:
+                raise UserError(f"{arg} needs a value: {arg}=VALUE or {arg} VALUE")
+            else:
+                text, position = following, position + 1
+        values[key] = _parse_value(name, text, values[key])
+    if positional != "*":
+        if loose and (positional is None or len(loose) > 1):
+            takes = f"only one, the --{positional.lower()} path" if positional else "none"
+            raise UserError(f"unexpected argument(s) {' '.join(loose)}: this script takes "
+                            f"{takes}; settings are given as --name=value (--help lists them)")
+        if loose:
+            values[positional] = loose[0]
+    settings = make_settings({key.lower(): value for key, value in values.items()})
+    return (settings, loose) if positional == "*" else settings
+
+
+def _unknown(arg, values):
+    known = [f"--{key.lower()}" for key in values]
+    close = difflib.get_close_matches(arg.split("=")[0], known, n=1)
+    hint = f"did you mean {close[0]}?" if close else f"known options: {' '.join(known)}"
+    return f"unknown option {arg!r}: {hint} (--help lists every setting)"
 
 
 def _comments(path):
@@ -108,7 +164,7 @@ def help_text(namespaces, positional=None):
     lines = [(main.get("__doc__") or "").strip(), ""]
     if positional and positional != "*":
         lines.append(f"A single argument that is not an option is taken as --{positional.lower()}.")
-    lines.append("Settings (override any with --name=value):")
+    lines.append("Settings (override any with --name=value or --name value):")
     seen = set()
     for namespace in namespaces:
         comments = _comments(namespace.get("__file__", ""))

@@ -22,13 +22,13 @@ with quiet_native_stderr():  # TensorFlow's C++ start-up lines, shown only if it
 import prepare_data  # noqa: E402
 
 CHECKPOINT = "out/best.keras"  # a model written by train.py
-DATA = ""                      # default: the data recorded with the checkpoint
-PREPARED_DIR = "data"          # cache of prepared splits
-SPLIT = "test"                 # test or val
-BATCH_SIZE = 1024              # inference batch size
-LABELS = "auto"                # class names: auto (by dataset), none (numbers), or a PATH
-PLOTS = False                  # also write PNGs next to the checkpoint
-TOP_CONFUSIONS = 10            # how many most-confused pairs to list
+DATA = ""                      # the data file, if it has moved ("": where the run record says)
+PREPARED_DIR = "data"          # where prepared splits are cached
+SPLIT = "test"                 # the split to score: test, or val
+BATCH_SIZE = 1024              # images per inference batch
+LABELS = "auto"                # class names: auto (by the data), none (numbers), or a file PATH
+PLOTS = False                  # True: also write the confusion matrix, errors and curves as PNGs
+TOP_CONFUSIONS = 10            # how many of the most confused pairs to list
 
 
 def record_path(checkpoint):
@@ -55,12 +55,13 @@ def load_checkpoint(path):
     return model, record
 
 
-def load_split(record, split):
-    """Images and labels of `split`, rebuilt from the data and seed in the run record."""
+def load_split(record, split, data="", prepared_dir=PREPARED_DIR):
+    """Images and labels of `split`, rebuilt from the data and seed in the run record (or
+    from the file `data`, which must be the same data)."""
     if split not in ("val", "test"):
         raise UserError(f"--split={split}: choose val or test")
-    source = DATA or record["data"]["source"]
-    data = prepare_data.prepare(source, record["data"]["seed"], PREPARED_DIR, verbose=False)
+    source = data or record["data"]["source"]
+    data = prepare_data.prepare(source, record["data"]["seed"], prepared_dir, verbose=False)
     if data["manifest"]["source_sha256"] != record["data"]["source_sha256"]:
         raise UserError(f"{source} is not the data this checkpoint was trained on (sha256 "
                         f"{data['manifest']['source_sha256'][:12]}... vs "
@@ -89,9 +90,8 @@ def _inference(model):
                        input_signature=[tf.TensorSpec([None, side, side, 1], tf.uint8)])
 
 
-def predict_probabilities(model, x, batch_size=None):
-    """Class probabilities for N x 3136 binary images (uint8), in batches of BATCH_SIZE."""
-    batch_size = batch_size or BATCH_SIZE  # read at call time, so that --batch_size applies
+def predict_probabilities(model, x, batch_size=BATCH_SIZE):
+    """Class probabilities for N x 3136 binary images (uint8), in batches of `batch_size`."""
     if batch_size < 1:
         raise UserError(f"--batch_size={batch_size}: it must be at least 1")
     images = np.asarray(x, np.uint8).reshape(-1, prepare_data.SIDE, prepare_data.SIDE, 1)
@@ -113,18 +113,20 @@ def confused_pairs(matrix, names, top):
     return lines or ["  none: every image is classified correctly"]
 
 
-def write_plots(record, x, y, probabilities, names, matrix):
+def write_plots(checkpoint, split, record, x, y, probabilities, names, matrix):
+    """The confusion matrix, the errors and the training curves, as PNGs beside the
+    checkpoint."""
     import plots
-    stem = os.path.splitext(CHECKPOINT)[0]
+    stem = os.path.splitext(checkpoint)[0]
     predicted = probabilities.argmax(axis=1)
     wrong = np.flatnonzero(predicted != y)
     wrong = wrong[np.argsort(-probabilities[wrong, predicted[wrong]])]  # most confident first
     paths = [
-        plots.confusion_matrix_png(matrix, names, f"{stem}-confusion-{SPLIT}.png",
-                                   f"confusion on the {SPLIT} split (% of each true class)"),
+        plots.confusion_matrix_png(matrix, names, f"{stem}-confusion-{split}.png",
+                                   f"confusion on the {split} split (% of each true class)"),
         plots.misclassified_png(x[wrong], y[wrong], predicted[wrong],
                                 probabilities[wrong, predicted[wrong]], names,
-                                f"{stem}-errors-{SPLIT}.png"),
+                                f"{stem}-errors-{split}.png"),
     ]
     if record.get("history"):
         paths.append(plots.training_curves_png(record["history"], record.get("best_epoch", 0),
@@ -133,28 +135,29 @@ def write_plots(record, x, y, probabilities, names, matrix):
         print(f"wrote {path}")
 
 
-def main():
-    configure(globals(), positional="CHECKPOINT")
-    model, record = load_checkpoint(CHECKPOINT)
-    names = prepare_data.class_names(LABELS, record["data"]["source"])
-    x, y = load_split(record, SPLIT)
+def main(argv=None):
+    settings = configure(globals(), positional="CHECKPOINT", argv=argv)
+    split, checkpoint = settings.split, settings.checkpoint
+    model, record = load_checkpoint(checkpoint)
+    names = prepare_data.class_names(settings.labels, record["data"]["source"])
+    x, y = load_split(record, split, settings.data, settings.prepared_dir)
     check_compatible(model, prepare_data.NUM_CLASSES)
-    probabilities = predict_probabilities(model, x)
+    probabilities = predict_probabilities(model, x, settings.batch_size)
     predicted = probabilities.argmax(axis=1)
     present = sorted(set(y.tolist()) | set(predicted.tolist()))
     matrix = confusion_matrix(y, predicted, labels=range(prepare_data.NUM_CLASSES))
-    print(f"checkpoint {CHECKPOINT}: epoch {record.get('best_epoch')}, "
+    print(f"checkpoint {checkpoint}: epoch {record.get('best_epoch')}, "
           f"val_accuracy {record.get('val_accuracy', float('nan')):.4f}; "
           f"data {record['data']['source']} (seed {record['data']['seed']})")
-    print(f"\nper-class report, {SPLIT} split:")
+    print(f"\nper-class report, {split} split:")
     print(classification_report(y, predicted, labels=present, digits=3, zero_division=0,
                                 target_names=[names[label] for label in present]))
-    print(f"most confused pairs, {SPLIT} split (true -> predicted, count, share of the class):")
-    print("\n".join(confused_pairs(matrix, names, TOP_CONFUSIONS)))
-    if PLOTS:
-        write_plots(record, x, y, probabilities, names, matrix)
+    print(f"most confused pairs, {split} split (true -> predicted, count, share of the class):")
+    print("\n".join(confused_pairs(matrix, names, settings.top_confusions)))
+    if settings.plots:
+        write_plots(checkpoint, split, record, x, y, probabilities, names, matrix)
     correct = int(np.sum(predicted == y))
-    print(f"{SPLIT} accuracy: {correct / len(y):.4f} ({correct}/{len(y)})")
+    print(f"{split} accuracy: {correct / len(y):.4f} ({correct}/{len(y)})")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
     python export.py                                   # out/best.keras -> export/
     python export.py --checkpoint=runs/a/best.keras --export_dir=my-model
 
-Writes into EXPORT_DIR:
+Writes into --export_dir:
 - saved_model/: a TensorFlow SavedModel; its `serve` function takes float32 images N x 56 x 56 x 1
   (0 = background, 1 = stroke) and returns N x 36 class probabilities;
 - model.tflite: the same model for TensorFlow Lite (when the installed TensorFlow can convert);
@@ -22,7 +22,7 @@ import prepare_data  # noqa: E402
 CHECKPOINT = "out/best.keras"  # a model written by train.py
 EXPORT_DIR = "export"          # where the SavedModel, the TFLite file and labels.txt go
 LABELS = "auto"                # class names: auto (by the checkpoint's data), none, or a PATH
-TFLITE = True                  # also write model.tflite (False: the SavedModel only)
+TFLITE = True                  # True: also write model.tflite; False: the SavedModel only
 
 
 def export_saved_model(model, path):
@@ -47,20 +47,21 @@ def export_tflite(saved_model, path):
     return None
 
 
-def main():
-    configure(globals(), positional="CHECKPOINT")
-    model, record = evaluate.load_checkpoint(CHECKPOINT)
+def main(argv=None):
+    settings = configure(globals(), positional="CHECKPOINT", argv=argv)
+    export_dir = settings.export_dir
+    model, record = evaluate.load_checkpoint(settings.checkpoint)
     evaluate.check_compatible(model, prepare_data.NUM_CLASSES)
-    names = prepare_data.class_names(LABELS, record["data"]["source"])
-    if os.path.exists(EXPORT_DIR) and not os.path.isdir(EXPORT_DIR):
-        raise UserError(f"--export_dir={EXPORT_DIR} is a file: choose a folder")
-    os.makedirs(EXPORT_DIR, exist_ok=True)
-    saved_model = os.path.join(EXPORT_DIR, "saved_model")
+    names = prepare_data.class_names(settings.labels, record["data"]["source"])
+    if os.path.exists(export_dir) and not os.path.isdir(export_dir):
+        raise UserError(f"--export_dir={export_dir} is a file: choose a folder")
+    os.makedirs(export_dir, exist_ok=True)
+    saved_model = os.path.join(export_dir, "saved_model")
     with quiet_native_stderr():  # the exporter's and converter's C++ notices
         export_saved_model(model, saved_model)
-        failure = export_tflite(saved_model, os.path.join(EXPORT_DIR, "model.tflite")) \
-            if TFLITE else "not asked for (--tflite=False)"
-    write_text_atomic(os.path.join(EXPORT_DIR, "labels.txt"),
+        failure = export_tflite(saved_model, os.path.join(export_dir, "model.tflite")) \
+            if settings.tflite else "not asked for (--tflite=False)"
+    write_text_atomic(os.path.join(export_dir, "labels.txt"),
                       "".join(f"{name.replace(':', ' ', 1)}\n" if ":" in name else f"{name} {name}\n"
                               for name in names))
     print(f"wrote {saved_model}: serve(images N x 56 x 56 x 1, float32 0/1) -> N x "
@@ -68,8 +69,8 @@ def main():
     if failure:
         print(f"no model.tflite: {failure}")
     else:
-        print(f"wrote {os.path.join(EXPORT_DIR, 'model.tflite')}")
-    print(f"wrote {os.path.join(EXPORT_DIR, 'labels.txt')}: one 'label character' line per class")
+        print(f"wrote {os.path.join(export_dir, 'model.tflite')}")
+    print(f"wrote {os.path.join(export_dir, 'labels.txt')}: one 'label character' line per class")
 
 
 if __name__ == "__main__":

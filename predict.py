@@ -28,25 +28,21 @@ import prepare_data  # noqa: E402
 CHECKPOINT = "out/best.keras"  # a model written by train.py
 LABELS = "auto"                # class names: auto (by the checkpoint's data), none, or a PATH
 TOP = 3                        # how many best guesses to print per image
-JSON = False                   # one JSON object per line instead of text
+JSON = False                   # True: one JSON object per line instead of text
 MIN_STROKE = 0.0               # image files: strokes thinner than this many pixels at 56x56
-                               # are widened first (a big photo's thin pen lines would vanish,
-                               # a thin pen reads worse); 0: as thin as the strokes of the
-                               # thinnest tenth of the checkpoint's training images (best.json)
+                               # are widened first (a big photo's thin pen lines would vanish);
+                               # 0: as wide as the strokes of the thinnest tenth of the
+                               # checkpoint's training images (recorded in best.json)
 SPECK_SHARE = 0.01             # image files: ink blobs under this share of all the ink are
                                # specks, left out of the framing
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
-STROKE_IF_UNKNOWN = 3.0        # MIN_STROKE=0 for a checkpoint that recorded no stroke width
+STROKE_IF_UNKNOWN = 3.0        # --min_stroke=0 for a checkpoint that recorded no stroke width
 _FIXED = ("STROKE_IF_UNKNOWN",)  # a fallback for older checkpoints, not a choice
 
 
-def load_model(checkpoint=None):
-    """The model and its run record, loaded once per checkpoint (default: CHECKPOINT)."""
-    return _load_model(checkpoint or CHECKPOINT)
-
-
 @functools.lru_cache(maxsize=4)
-def _load_model(checkpoint):
+def load_model(checkpoint=CHECKPOINT):
+    """The model and its run record, loaded once per checkpoint."""
     return evaluate.load_checkpoint(checkpoint)
 
 
@@ -67,17 +63,17 @@ def ink_of(image):
     return np.clip((gray - background) / max(high - background, 1), 0, 1)
 
 
-def pen_width(record=None):
+def pen_width(record=None, min_stroke=MIN_STROKE):
     """How wide (pixels at 56x56) strokes of image files are made at least, for a checkpoint
-    with this run record: MIN_STROKE, or when 0 how thin the strokes of its training images
+    with this run record: `min_stroke`, or when 0 how thin the strokes of its training images
     get (the 10th percentile of their widths, which train.py records)."""
     recorded = record["data"].get("stroke_width") if record else None
-    return MIN_STROKE or recorded or STROKE_IF_UNKNOWN
+    return min_stroke or recorded or STROKE_IF_UNKNOWN
 
 
-def to_training_format(ink, min_stroke=None):
+def to_training_format(ink, min_stroke=None, speck_share=SPECK_SHARE):
     """Ink (H x W, 0..1, strokes bright) -> 3136 binary pixels framed like the training data:
-    specks dropped, strokes that would come out thinner than `min_stroke` pixels (default:
+    specks (blobs under `speck_share` of the ink) dropped, strokes that would come out thinner than `min_stroke` pixels (default:
     pen_width() with no checkpoint) widened, the character cropped to its
     ink, scaled to fill the 56x56 frame and binarised (the same framing as the embedded
     default). A 56x56 two-valued image is taken exactly as it is."""
@@ -92,7 +88,7 @@ def to_training_format(ink, min_stroke=None):
     blobs, count = ndimage.label(mask, structure=np.ones((3, 3)))
     if count:
         sizes = np.bincount(blobs.ravel())[1:]
-        mask = np.isin(blobs, 1 + np.flatnonzero(sizes >= SPECK_SHARE * sizes.sum()))
+        mask = np.isin(blobs, 1 + np.flatnonzero(sizes >= speck_share * sizes.sum()))
     if not mask.any():
         return np.zeros(side * side, np.uint8)
     rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
@@ -104,9 +100,9 @@ def to_training_format(ink, min_stroke=None):
     return prepare_data.frame_character(mask.astype(np.float64)).ravel()
 
 
-def read_inputs(paths, min_stroke=None):
-    """(names, N x 3136 uint8) from image files (strokes widened to `min_stroke`) and array
-    files."""
+def read_inputs(paths, min_stroke=None, speck_share=SPECK_SHARE):
+    """(names, N x 3136 uint8) from image files (framed by to_training_format with these
+    settings) and array files."""
     from PIL import Image, UnidentifiedImageError
     names, rows = [], []
     for path in paths:
@@ -115,7 +111,7 @@ def read_inputs(paths, min_stroke=None):
         if path.lower().endswith(IMAGE_SUFFIXES):
             try:
                 with Image.open(path) as image:
-                    rows.append(to_training_format(ink_of(image), min_stroke))
+                    rows.append(to_training_format(ink_of(image), min_stroke, speck_share))
             except (UnidentifiedImageError, OSError) as error:
                 raise UserError(f"{path} is not a readable image ({error})") from None
             names.append(path)
@@ -149,26 +145,27 @@ def as_model_input(images, where="images"):
     return x
 
 
-def predict_probabilities(images, checkpoint=None):
+def predict_probabilities(images, checkpoint=CHECKPOINT):
     model, _ = load_model(checkpoint)
     return evaluate.predict_probabilities(model, as_model_input(images))
 
 
-def predict(images, checkpoint=None):
+def predict(images, checkpoint=CHECKPOINT):
     """Labels (ints 0..35) for binary images, N x 3136 or N x 56 x 56 (0/1, bool or 0/255).
     Raises UserError for anything else (greyscale, other shapes), naming the problem."""
     return predict_probabilities(images, checkpoint).argmax(axis=1)
 
 
-def main():
-    paths = configure(globals(), positional="*")
-    _, record = load_model(CHECKPOINT)
-    names_in, images = read_inputs(paths, pen_width(record))
-    class_names = prepare_data.class_names(LABELS, record["data"]["source"])
-    probabilities = predict_probabilities(images, CHECKPOINT)
+def main(argv=None):
+    settings, paths = configure(globals(), positional="*", argv=argv)
+    _, record = load_model(settings.checkpoint)
+    names_in, images = read_inputs(paths, pen_width(record, settings.min_stroke),
+                                   settings.speck_share)
+    class_names = prepare_data.class_names(settings.labels, record["data"]["source"])
+    probabilities = predict_probabilities(images, settings.checkpoint)
     for name, row in zip(names_in, probabilities):
-        best = np.argsort(row)[::-1][:TOP]
-        if JSON:
+        best = np.argsort(row)[::-1][:settings.top]
+        if settings.json:
             print(json.dumps({"input": name, "label": int(best[0]),
                               "top": [{"label": int(label), "name": class_names[label],
                                        "probability": round(float(row[label]), 4)}

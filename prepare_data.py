@@ -20,7 +20,7 @@ import numpy as np
 from common import UserError, atomic_path, configure, run, write_text_atomic
 
 _DEFAULT_INPUT = "data/train.pkl"  # when absent, the embedded default stands in for it
-INPUT = _DEFAULT_INPUT    # the users' pickle (train_x, train_y); "embedded" forces the default
+INPUT = _DEFAULT_INPUT    # your pickle (train_x, train_y) or .npz; embedded: the embedded digits
 PREPARED_DIR = "data"     # where prepared splits and their manifests are cached
 SEED = 1337               # seeds the split; the same seed always gives the same split
 
@@ -181,7 +181,7 @@ def frame_character(gray, threshold=0.5):
     height, width = (max(1, round(n * scale)) for n in crop.shape)
     image = Image.fromarray(np.uint8(255 * crop / crop.max())).resize((width, height),
                                                                       Image.BILINEAR)
-    top, left = (SIDE - height) // 2, (SIDE - width) // 2  # as augment.REFRAME places it
+    top, left = (SIDE - height) // 2, (SIDE - width) // 2
     canvas[top:top + height, left:left + width] = np.asarray(image) >= 255 * threshold
     return canvas
 
@@ -318,13 +318,9 @@ def _build(source, raw, seed, data_path, manifest_path, verbose):
     return x, y, split, manifest
 
 
-def prepare(source=None, seed=None, prepared_dir=None, verbose=True):
+def prepare(source=INPUT, seed=SEED, prepared_dir=PREPARED_DIR, verbose=True):
     """Returns {"x_train", "y_train", "x_val", ..., "manifest"} for the seeded split of
-    `source`, cached under `prepared_dir` by the source's sha256 and the seed (each defaults
-    to its setting: INPUT, SEED, PREPARED_DIR)."""
-    source = INPUT if source is None else source
-    seed = SEED if seed is None else seed
-    prepared_dir = PREPARED_DIR if prepared_dir is None else prepared_dir
+    `source`, cached under `prepared_dir` by the source's sha256 and the seed."""
     source = resolve_source(source)
     if source == EMBEDDED:
         if verbose:
@@ -356,15 +352,15 @@ def print_class_table(manifest):
     print(f"{'all':>5} {totals[0]:>7} {totals[1]:>6} {totals[2]:>6} {sum(totals):>7}")
 
 
-def main():
-    configure(globals(), positional="INPUT")
-    if resolve_source(INPUT) == EMBEDDED:
+def main(argv=None):
+    settings = configure(globals(), positional="INPUT", argv=argv)
+    if resolve_source(settings.input) == EMBEDDED:
         announce_embedded()
-    prepared = prepare(INPUT, SEED, PREPARED_DIR, verbose=False)
+    prepared = prepare(settings.input, settings.seed, settings.prepared_dir, verbose=False)
     manifest = prepared["manifest"]
     print(f"source: {manifest['source']} (sha256 {manifest['source_sha256'][:16]}...)")
     print(f"seed {manifest['seed']}: prepared split in "
-          f"{os.path.join(PREPARED_DIR, manifest['prepared'])}")
+          f"{os.path.join(settings.prepared_dir, manifest['prepared'])}")
     print_class_table(manifest)
 
 

@@ -25,8 +25,8 @@ import prepare_data  # noqa: E402
 CHECKPOINT = "out/best.keras"  # a model written by train.py
 HOST = "127.0.0.1"             # where to listen: 127.0.0.1 is this machine only
 PORT = 8000                    # the port of the page
-MAX_UPLOAD_MB = 5.0            # larger uploads are refused
-MAX_PIXELS = 40_000_000        # larger images (width x height) are refused before decoding
+MAX_UPLOAD_MB = 5.0            # uploads of more megabytes than this are refused
+MAX_PIXELS = 40_000_000        # images of more pixels (width x height) are refused undecoded
 LABELS = "auto"                # class names: auto (by the checkpoint's data), none, or a PATH
 TOP = 3                        # how many best guesses the page shows
 
@@ -43,16 +43,16 @@ def png_data_url(pixels):
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
-def read_image(raw, min_stroke=None):
+def read_image(raw, min_stroke=None, max_pixels=MAX_PIXELS):
     """Upload bytes -> the model's input (3136 pixels 0/1, strokes at least `min_stroke`
-    pixels wide), or a UserError saying why not."""
+    pixels wide), or a UserError saying why not (one over `max_pixels` is not decoded)."""
     from PIL import Image, UnidentifiedImageError
     try:
         image = Image.open(io.BytesIO(raw))
         width, height = image.size
-        if width * height > MAX_PIXELS:
+        if width * height > max_pixels:
             raise UserError(f"the image is {width} x {height} pixels: over the limit of "
-                            f"{MAX_PIXELS:,}; send a smaller one")
+                            f"{max_pixels:,}; send a smaller one")
         ink = predict.ink_of(image)
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError, ValueError) as error:
         raise UserError(f"not a readable image ({type(error).__name__}): send a PNG or JPEG") \
@@ -63,14 +63,15 @@ def read_image(raw, min_stroke=None):
     return pixels
 
 
-def create_app(checkpoint):
+def create_app(checkpoint, labels=LABELS, top=TOP, max_upload_mb=MAX_UPLOAD_MB,
+               max_pixels=MAX_PIXELS):
     """The Flask app for one checkpoint, loaded (and checked) once, before serving."""
     from flask import Flask, jsonify, request, send_from_directory
     model, record = predict.load_model(checkpoint)
     predict.evaluate.check_compatible(model, prepare_data.NUM_CLASSES)
-    names = prepare_data.class_names(LABELS, record["data"]["source"])
+    names = prepare_data.class_names(labels, record["data"]["source"])
     app = Flask(__name__, static_folder=None)
-    app.config["MAX_CONTENT_LENGTH"] = int(MAX_UPLOAD_MB * 2 ** 20)
+    app.config["MAX_CONTENT_LENGTH"] = int(max_upload_mb * 2 ** 20)
 
     @app.get("/")
     def page():
@@ -82,11 +83,11 @@ def create_app(checkpoint):
         if upload is None:
             return jsonify(error="no image: send one as the form field 'image'"), 400
         try:
-            pixels = read_image(upload.read(), predict.pen_width(record))
+            pixels = read_image(upload.read(), predict.pen_width(record), max_pixels)
         except UserError as error:
             return jsonify(error=str(error)), 400
         probabilities = predict.predict_probabilities(pixels[None], checkpoint)[0]
-        best = np.argsort(probabilities)[::-1][:TOP]
+        best = np.argsort(probabilities)[::-1][:top]
         return jsonify(top=[{"label": int(label), "name": names[label],
                              "probability": round(float(probabilities[label]), 4)}
                             for label in best],
@@ -94,22 +95,25 @@ def create_app(checkpoint):
 
     @app.errorhandler(413)
     def too_large(_):
-        return jsonify(error=f"the upload is over {MAX_UPLOAD_MB:g} MB: send a smaller "
+        return jsonify(error=f"the upload is over {max_upload_mb:g} MB: send a smaller "
                              f"image"), 413
 
     return app
 
 
-def main():
+def main(argv=None):
     from werkzeug.serving import make_server
-    configure(globals(), positional="CHECKPOINT")
-    app = create_app(CHECKPOINT)
+    settings = configure(globals(), positional="CHECKPOINT", argv=argv)
+    app = create_app(settings.checkpoint, settings.labels, settings.top, settings.max_upload_mb,
+                     settings.max_pixels)
+    host, port = settings.host, settings.port
     try:
-        server = make_server(HOST, PORT, app, threaded=True)
+        server = make_server(host, port, app, threaded=True)
     except (OSError, SystemExit) as error:
-        raise UserError(f"cannot listen on {HOST}:{PORT} ({error}): is it in use? try "
+        raise UserError(f"cannot listen on {host}:{port} ({error}): is it in use? try "
                         f"--port=8001") from None
-    print(f"serving {CHECKPOINT} on http://{HOST}:{server.port}/ (Ctrl+C stops)", flush=True)
+    print(f"serving {settings.checkpoint} on http://{host}:{server.port}/ (Ctrl+C stops)",
+          flush=True)
     server.serve_forever()
 
 

@@ -9,6 +9,7 @@ it: `train.py` then `evaluate.py`, as subprocesses, with --seed and any --train_
 reference is bench/reference.py. Prints per seed and mean +- std (test accuracy, error, epochs,
 wall time) and the error reduction 1 - err_ours / err_ref, and writes the table as Markdown.
 """
+import dataclasses
 import json
 import os
 import platform
@@ -31,7 +32,7 @@ from bench.reference import STEPS, train_reference  # noqa: E402
 
 _FIXED = ("ROOT", "STEPS")  # not settings: where the repo is, and an imported default
 DATA = "../shared/data/dev36.npz"  # a train.pkl, an .npz (x_packed or x, y), or "embedded"
-SEEDS = 3                  # seeds 1..SEEDS; each gives its own split and initialisation
+SEEDS = 3                  # seeds 1 to this; each gives its own split and initialisation
 REFERENCE_AUGMENT = False  # the reference with its imgaug pipeline on every batch
 REFERENCE_STEPS = STEPS    # the reference trains this many batches of 32
 TRAIN_ARGS = ""            # extra overrides for train.py, e.g. "--dropout=0.3 --batch_size=128"
@@ -40,17 +41,18 @@ WORK_DIR = "bench/runs"    # runs and cached reference results (not in git)
 OUTPUT = ""                # Markdown table (default: bench/results/accuracy-<data>.md)
 
 
-def dataset_name():
-    return os.path.splitext(os.path.basename(DATA))[0]
+def dataset_name(data):
+    return os.path.splitext(os.path.basename(data))[0]
 
 
-def run_ours(seed, work_dir):
-    out_dir = os.path.join(work_dir, f"ours-{dataset_name()}-seed{seed}")  # one per dataset
+def run_ours(settings, seed, work_dir):
+    out_dir = os.path.join(work_dir, f"ours-{dataset_name(settings.data)}-seed{seed}")  # one per dataset
     common = [f"--prepared_dir={os.path.join(work_dir, 'data')}"]
     started = time.time()
     trained = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "train.py"), f"--data={DATA}", f"--seed={seed}",
-         f"--out_dir={out_dir}", "--verbose=0", "--fresh=True", *common, *TRAIN_ARGS.split()],
+        [sys.executable, os.path.join(ROOT, "train.py"), f"--data={settings.data}",
+         f"--seed={seed}", f"--out_dir={out_dir}", "--verbose=0", "--fresh=True", *common,
+         *settings.train_args.split()],
         capture_output=True, text=True)
     seconds = time.time() - started
     if trained.returncode:
@@ -70,18 +72,20 @@ def run_ours(seed, work_dir):
     return {"val": scores["val"], "test": scores["test"], "epochs": epochs, "seconds": seconds}
 
 
-def run_reference(seed, work_dir):
+def run_reference(settings, seed, work_dir):
     """Trains the reference, or reuses its result for the same data, seed, steps, augment:
     its recipe is fixed, so iterating on ours need not pay for it again."""
-    data = prepare_data.prepare(DATA, seed, os.path.join(work_dir, "data"), verbose=False)
+    steps, augment = settings.reference_steps, settings.reference_augment
+    data = prepare_data.prepare(settings.data, seed, os.path.join(work_dir, "data"),
+                                verbose=False)
     cache = os.path.join(work_dir, f"reference-{data['manifest']['source_sha256'][:16]}-seed"
-                                   f"{seed}-steps{REFERENCE_STEPS}-augment{REFERENCE_AUGMENT}.json")
+                                   f"{seed}-steps{steps}-augment{augment}.json")
     if os.path.exists(cache):
         with open(cache) as f:
             return json.load(f)
     started = time.time()
-    model, epochs = train_reference(data["x_train"], data["y_train"], seed,
-                                    steps=REFERENCE_STEPS, augment=REFERENCE_AUGMENT)
+    model, epochs = train_reference(data["x_train"], data["y_train"], seed, steps=steps,
+                                    augment=augment)
     seconds = time.time() - started
     scores = {}
     for split in ("val", "test"):
@@ -109,13 +113,13 @@ def machine():
     return f"{model}, {os.cpu_count()} cores, {platform.system()}, TensorFlow {tf.__version__}"
 
 
-def table(results, title):
-    reference = ("reference + imgaug" if REFERENCE_AUGMENT else "reference") + \
-        f" ({REFERENCE_STEPS:,} steps)"
+def table(results, title, settings):
+    reference = ("reference + imgaug" if settings.reference_augment else "reference") + \
+        f" ({settings.reference_steps:,} steps)"
     lines = [title, "", "| recipe | seed | val acc | test acc | test error | epochs | wall s |",
              "|---|---|---|---|---|---|---|"]
-    for name, label in (("ours", "ours (train.py defaults" + (f" {TRAIN_ARGS}" if TRAIN_ARGS
-                                                              else "") + ")"),
+    for name, label in (("ours", "ours (train.py defaults" + (f" {settings.train_args}"
+                                                              if settings.train_args else "") + ")"),
                         ("ref", reference)):
         for seed, row in results[name]:
             lines.append(f"| {label} | {seed} | {row['val']:.4f} | {row['test']:.4f} | "
@@ -134,22 +138,23 @@ def table(results, title):
     return "\n".join(lines), reduction
 
 
-def main():
-    global SEEDS, REFERENCE_STEPS
-    configure(globals())
-    if QUICK:
-        SEEDS, REFERENCE_STEPS = 1, min(REFERENCE_STEPS, 4000)
-    name = dataset_name()
-    output = OUTPUT or os.path.join(ROOT, "bench", "results",
-                                    f"accuracy-{name}{'-quick' if QUICK else ''}.md")
-    work_dir = os.path.join(ROOT, WORK_DIR) if WORK_DIR else tempfile.mkdtemp()
+def main(argv=None):
+    settings = configure(globals(), argv=argv)
+    if settings.quick:  # resolved once: the quick mode's seeds and steps
+        settings = dataclasses.replace(settings, seeds=1,
+                                       reference_steps=min(settings.reference_steps, 4000))
+    name = dataset_name(settings.data)
+    output = settings.output or os.path.join(
+        ROOT, "bench", "results", f"accuracy-{name}{'-quick' if settings.quick else ''}.md")
+    work_dir = os.path.join(ROOT, settings.work_dir) if settings.work_dir else tempfile.mkdtemp()
     mode = "QUICK MODE (1 seed, fewer reference steps): for iterating, not final figures. " \
-        if QUICK else ""
-    print(f"{mode}data {DATA}, seeds 1..{SEEDS}, work dir {work_dir}", flush=True)
+        if settings.quick else ""
+    print(f"{mode}data {settings.data}, seeds 1..{settings.seeds}, work dir {work_dir}",
+          flush=True)
     results = {"ours": [], "ref": []}
-    for seed in range(1, SEEDS + 1):
+    for seed in range(1, settings.seeds + 1):
         for key, runner in (("ours", run_ours), ("ref", run_reference)):
-            row = runner(seed, work_dir)
+            row = runner(settings, seed, work_dir)
             results[key].append((seed, row))
             print(f"seed {seed} {key:>4}: val {row['val']:.4f}  test {row['test']:.4f}  "
                   f"error {1 - row['test']:.4f}  epochs {row['epochs']:.1f}  "
@@ -157,7 +162,7 @@ def main():
     command = "python bench/accuracy.py " + " ".join(sys.argv[1:])
     title = (f"### {mode}Accuracy on `{name}`\n\n`{command}`  \n"
              f"{time.strftime('%Y-%m-%d')}, {machine()}")
-    markdown, reduction = table(results, title)
+    markdown, reduction = table(results, title, settings)
     print("\n" + markdown)
     os.makedirs(os.path.dirname(output), exist_ok=True)
     with open(output, "w") as f:

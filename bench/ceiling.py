@@ -88,19 +88,20 @@ def identical_conflicts(x, y):
     return sum(sum(labels.values()) - max(labels.values()) for labels in groups.values())
 
 
-def load_models(paths):
-    """[(checkpoint, model, run record)] of one split; refuses models of different splits."""
+def load_models(paths, data="", data_seed=0):
+    """[(checkpoint, model, run record)] of one split, of the runs trained on `data` (a file;
+    "": any) with `data_seed` (0: any); refuses models of different splits."""
     models, wanted = [], None
-    if DATA:
+    if data:
         try:
-            with open(DATA, "rb") as f:
+            with open(data, "rb") as f:
                 wanted = hashlib.sha256(f.read()).hexdigest()
         except OSError:
-            raise UserError(f"--data={DATA}: file not found (pass the data the runs trained "
+            raise UserError(f"--data={data}: file not found (pass the data the runs trained "
                             f"on, or leave --data empty)") from None
     for path in paths:
         model, record = evaluate.load_checkpoint(path)
-        if (DATA_SEED and record["data"]["seed"] != DATA_SEED) or \
+        if (data_seed and record["data"]["seed"] != data_seed) or \
                 (wanted and record["data"]["source_sha256"] != wanted):
             continue
         first = models[0][2]["data"] if models else record["data"]
@@ -133,36 +134,36 @@ def confusions(y, predicted, among):
                             labels=range(prepare_data.NUM_CLASSES))
 
 
-def report(paths):
-    models = load_models(paths)
+def report(paths, settings):
+    models = load_models(paths, settings.data, settings.data_seed)
     record = models[0][2]
-    names = prepare_data.class_names(LABELS, record["data"]["source"])
-    evaluate.PREPARED_DIR = PREPARED_DIR
-    x, y = evaluate.load_split(record, SPLIT)
+    split, shift = settings.split, settings.shift
+    names = prepare_data.class_names(settings.labels, record["data"]["source"])
+    x, y = evaluate.load_split(record, split, prepared_dir=settings.prepared_dir)
     rows, probabilities, wrong_in_all = [], [], np.ones(len(y), bool)
-    for (path, model, _), settings in zip(models, differing_settings([m[2] for m in models])):
+    for (path, model, _), differing in zip(models, differing_settings([m[2] for m in models])):
         evaluate.check_compatible(model, prepare_data.NUM_CLASSES)
         plain = evaluate.predict_probabilities(model, x)
-        shifts = shift_averaged(model, x, SHIFT)
+        shifts = shift_averaged(model, x, shift)
         probabilities.append(plain)
         wrong_in_all &= plain.argmax(1) != y
-        rows.append(f"| {path} | {settings} | {np.mean(plain.argmax(1) == y):.4f} | "
+        rows.append(f"| {path} | {differing} | {np.mean(plain.argmax(1) == y):.4f} | "
                     f"{np.mean(shifts.argmax(1) == y):.4f} |")
     ensemble = np.mean(probabilities, axis=0).argmax(1)
-    data = prepare_data.prepare(record["data"]["source"], record["data"]["seed"], PREPARED_DIR,
-                                verbose=False)
+    data = prepare_data.prepare(record["data"]["source"], record["data"]["seed"],
+                                settings.prepared_dir, verbose=False)
     all_y = np.concatenate([data[f"y_{split}"] for split in prepare_data.SPLITS])
     forced = identical_conflicts(
         np.concatenate([data[f"x_{split}"] for split in prepare_data.SPLITS]), all_y)
     best = max(np.mean(p.argmax(1) == y) for p in probabilities)
     command = "python bench/ceiling.py " + " ".join(sys.argv[1:])
     return "\n".join([
-        f"### How much is left: {len(models)} models of one split, {SPLIT} split", "",
+        f"### How much is left: {len(models)} models of one split, {split} split", "",
         f"`{command}`  ",
         f"{time.strftime('%Y-%m-%d')}, data {record['data']['source']} (seed "
-        f"{record['data']['seed']}, {len(y)} {SPLIT} images)", "",
-        f"| run | settings that differ between the runs | {SPLIT} acc | "
-        f"with test-time shifts of {SHIFT} px |", "|---|---|---|---|", *rows, "",
+        f"{record['data']['seed']}, {len(y)} {split} images)", "",
+        f"| run | settings that differ between the runs | {split} acc | "
+        f"with test-time shifts of {shift} px |", "|---|---|---|---|", *rows, "",
         f"- Ensemble (the {len(models)} models' probabilities averaged): "
         f"**{np.mean(ensemble == y):.4f}** (best single model {best:.4f}).",
         f"- Errors every model makes: {int(wrong_in_all.sum())} "
@@ -172,17 +173,18 @@ def report(paths):
         f"{forced} of {len(all_y)} ({forced / len(all_y):.2%}) are wrong under any classifier.",
         "", "Most confused pairs among the errors every model makes (true -> the ensemble's "
         "answer, count, share of the class in the split):", "", "```",
-        *evaluate.confused_pairs(confusions(y, ensemble, wrong_in_all), names, TOP_CONFUSIONS),
+        *evaluate.confused_pairs(confusions(y, ensemble, wrong_in_all), names,
+                                 settings.top_confusions),
         "```"])
 
 
-def main():
-    paths = checkpoints(configure(globals(), positional="*"))
-    markdown = report(paths)
+def main(argv=None):
+    settings, paths = configure(globals(), positional="*", argv=argv)
+    markdown = report(checkpoints(paths), settings)
     print(markdown)
-    if OUTPUT:
-        write_text_atomic(OUTPUT, markdown + "\n")
-        print(f"\nwrote {OUTPUT}")
+    if settings.output:
+        write_text_atomic(settings.output, markdown + "\n")
+        print(f"\nwrote {settings.output}")
 
 
 if __name__ == "__main__":

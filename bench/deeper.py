@@ -16,7 +16,7 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 _FIXED = ("ROOT",)  # not a setting: where the repo is
-from common import UserError, configure, run, settings_of  # noqa: E402
+from common import UserError, configure, run  # noqa: E402
 import augment  # noqa: E402
 import model  # noqa: E402
 import prepare_data  # noqa: E402
@@ -43,39 +43,35 @@ def parse_widths(text):
     return convolutions
 
 
-def deeper_model(num_classes):
+def deeper_model(num_classes, widths=WIDTHS, dense_units=DENSE_UNITS, dropout=DROPOUT):
     inputs = keras.Input(shape=train.IMAGE_SHAPE, name="image")
     x = layers.Conv2D(32, 5, strides=2, padding="same", use_bias=False)(inputs)
-    for filters, pool in parse_widths(WIDTHS):
+    for filters, pool in parse_widths(widths):
         x = layers.Activation("relu")(layers.BatchNormalization()(x))
         x = layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
         if pool:
             x = layers.MaxPooling2D(2)(x)
     x = layers.Activation("relu")(layers.BatchNormalization()(x))
-    x = layers.Dropout(DROPOUT)(layers.Flatten()(x))
-    x = layers.Dense(DENSE_UNITS, activation="relu")(x)
-    x = layers.Dropout(DROPOUT)(x)
+    x = layers.Dropout(dropout)(layers.Flatten()(x))
+    x = layers.Dense(dense_units, activation="relu")(x)
+    x = layers.Dropout(dropout)(x)
     outputs = layers.Dense(num_classes, activation="softmax", name="probabilities")(x)
     return keras.Model(inputs, outputs, name="deeper_probe")
 
 
-def main():
-    # train.py's settings and these, but not model.py's sizes: this network replaces them
-    configure(globals(), vars(train), vars(augment), positional="DATA")
-    parse_widths(WIDTHS)  # a bad --widths fails now, before any data is read
-    sys.argv[1:] = []     # all applied above; train.main has nothing left to parse
+def main(argv=None):
+    # train.py's settings and these, but not model.py's sizes: this network replaces them,
+    # and the run's record holds its settings in their place
+    settings = configure(globals(), vars(train), vars(augment), argv=argv, positional="DATA")
+    parse_widths(settings.widths)  # a bad --widths fails now, before any data is read
+
+    def network(num_classes):
+        return deeper_model(num_classes, settings.widths, settings.dense_units, settings.dropout)
     ours, deeper = (training_flops_per_image(build(prepare_data.NUM_CLASSES))
-                    for build in (model.build_model, deeper_model))
+                    for build in (model.build_model, network))
     print(f"training FLOPs per image: {deeper / 1e6:.0f} million for this network, "
           f"{ours / 1e6:.0f} million for the classifier ({deeper / ours:.1f}x)", flush=True)
-    # The run's record (and the check that a resumed run keeps its settings) holds the
-    # model module's settings: this network's, in place of the sizes it does not use.
-    for name in settings_of(vars(model)):
-        delattr(model, name)
-    model.PROBE_WIDTHS, model.PROBE_DENSE_UNITS, model.PROBE_DROPOUT = \
-        WIDTHS, DENSE_UNITS, DROPOUT
-    model.build_model = deeper_model
-    train.main()
+    train.run_training(settings, build_network=network)
 
 
 if __name__ == "__main__":

@@ -35,6 +35,7 @@ fixed seed, into WORK_DIR/datasets):
   embedded      the embedded default: 5,000 real MNIST digits, 10 classes
 """
 import concurrent.futures
+import dataclasses
 import functools
 import hashlib
 import json
@@ -92,20 +93,20 @@ LEVERS = [  # (name, train.py overrides): one lever at a time against the baseli
     ("cosine decay over 40 epochs", "--lr_schedule=cosine --epochs=40"),
     ("kernel 7 in the first convolution", "--kernel_1=7"),
 ]
-FINALISTS = ""             # comma-separated lever names that get 3 seeds instead of SEEDS
+FINALISTS = ""             # comma-separated lever names that get 3 seeds instead of --seeds
 DATASET_NAMES = ("letters26", "letters26-small", "letters26-medium", "letters26-large", "dev36",
                  "dev36-small", "dev36-large", "dev36-hard", "embedded")
 SUBSET_SIZES = {"small": 3000, "medium": 8000, "large": 15000}  # images in the made subsets
 WEIGHTS = {"letters26": 2.0}  # weight in the mean change (others 1): real handwriting counts most
-SEEDS = 2                  # seeds 1..SEEDS for every lever; each gives its own split
+SEEDS = 2                  # seeds 1 to this for every lever; each gives its own split
 ONLY = ""                  # comma-separated lever names (or their slugs) to run; all if empty
 DATASETS = ""              # comma-separated dataset names, or paths of your own .pkl/.npz files
                            # (named by their file name); all the named datasets if empty
 TRAIN_ARGS = ""            # overrides added to every run, e.g. "--epochs=20" (part of the cache key)
-JOBS = 2                   # runs at once, each with CPU cores / JOBS threads
+JOBS = 2                   # runs at once, each with (CPU cores / this) threads
 RUN = True                 # False: train nothing, only write the table from the cached runs
 SPLIT = "val"              # the split scored: val to choose; test only for the final check
-                           # (written to OUTPUT with -test before .md)
+                           # (written to --output with -test before .md)
 QUICK = False              # 1 seed, datasets letters26, dev36-small and embedded; labelled
 WORK_DIR = "bench/runs/levers"  # datasets, runs and the cache (not in git)
 OUTPUT = "bench/results/levers.md"  # the Markdown table (-quick.md in quick mode)
@@ -208,26 +209,28 @@ def data_id(path):
         return hashlib.sha256(f.read()).hexdigest()
 
 
-def all_overrides(overrides):
-    """A lever's overrides and TRAIN_ARGS, as train.py arguments."""
-    return f"{overrides} {TRAIN_ARGS}".split()
+def all_overrides(overrides, train_args):
+    """A lever's overrides and --train_args, as train.py arguments."""
+    return f"{overrides} {train_args}".split()
 
 
-def run_key(data_path, seed, overrides):
-    words = " ".join(sorted(all_overrides(overrides)))
+def run_key(data_path, seed, overrides, train_args):
+    words = " ".join(sorted(all_overrides(overrides, train_args)))
     return hashlib.sha256(f"{data_id(data_path)} {seed} {words}".encode()).hexdigest()[:16]
 
 
-def job_env():
-    """The environment of a run: CPU cores / JOBS threads, so that JOBS runs share the cores."""
-    threads = str(max(1, (os.cpu_count() or 2) // JOBS))
+def job_env(jobs):
+    """The environment of a run: CPU cores / jobs threads, so that `jobs` runs share the
+    cores."""
+    threads = str(max(1, (os.cpu_count() or 2) // jobs))
     return {**os.environ, "TF_NUM_INTRAOP_THREADS": threads, "TF_NUM_INTEROP_THREADS": threads,
             "OMP_NUM_THREADS": threads}
 
 
-def train_and_validate(data_path, seed, overrides, work_dir):
+def train_and_validate(data_path, seed, overrides, work_dir, settings):
     """One run as a user runs it; returns {val, epochs, best_epoch, seconds} (cached)."""
-    key = run_key(data_path, seed, overrides)
+    arguments = all_overrides(overrides, settings.train_args)
+    key = run_key(data_path, seed, overrides, settings.train_args)
     cache = os.path.join(work_dir, "cache", f"{key}.json")
     if os.path.exists(cache):
         with open(cache) as f:
@@ -238,39 +241,41 @@ def train_and_validate(data_path, seed, overrides, work_dir):
     trained = subprocess.run(
         [sys.executable, os.path.join(ROOT, "train.py"), f"--data={data_path}",
          f"--seed={seed}", f"--out_dir={out_dir}", "--verbose=2", "--fresh=True", *common,
-         *all_overrides(overrides)], capture_output=True, text=True, env=job_env())
+         *arguments], capture_output=True, text=True, env=job_env(settings.jobs))
     seconds = time.time() - started
     if trained.returncode:
         raise UserError(f"train.py {overrides} failed on {data_path}, seed {seed}: "
                         f"{trained.stderr.strip().splitlines()[-1:]}")
     with open(os.path.join(out_dir, "best.json")) as f:
         record = json.load(f)
-    result = {"val": score(out_dir, "val", work_dir), "epochs": len(record["history"]),
-              "best_epoch": record["best_epoch"], "seconds": seconds,
-              "data": data_path, "seed": seed, "overrides": " ".join(all_overrides(overrides))}
+    result = {"val": score(out_dir, "val", work_dir, settings.jobs),
+              "epochs": len(record["history"]), "best_epoch": record["best_epoch"],
+              "seconds": seconds, "data": data_path, "seed": seed,
+              "overrides": " ".join(arguments)}
     write_text_atomic(cache, json.dumps(result) + "\n")
     return result
 
 
-def score(out_dir, split, work_dir):
+def score(out_dir, split, work_dir, jobs):
     """A run's accuracy on a split of its data, as `python evaluate.py --split=...` prints it."""
     scored = subprocess.run(
         [sys.executable, os.path.join(ROOT, "evaluate.py"), f"--split={split}",
          f"--checkpoint={os.path.join(out_dir, 'best.keras')}",
          f"--prepared_dir={os.path.join(work_dir, 'data')}"],
-        capture_output=True, text=True, env=job_env())
+        capture_output=True, text=True, env=job_env(jobs))
     match = re.search(rf"{split} accuracy: (\d\.\d+)", scored.stdout)
     if not match:
         raise UserError(f"evaluate.py failed on {out_dir}: {scored.stderr.strip()[-500:]}")
     return float(match.group(1))
 
 
-def with_test_score(data_path, seed, overrides, work_dir):
+def with_test_score(data_path, seed, overrides, work_dir, settings):
     """The cached run (trained first if need be) with its test accuracy added to its record."""
-    result = train_and_validate(data_path, seed, overrides, work_dir)
+    result = train_and_validate(data_path, seed, overrides, work_dir, settings)
     if "test" not in result:
-        key = run_key(data_path, seed, overrides)
-        result["test"] = score(os.path.join(work_dir, "runs", key), "test", work_dir)
+        key = run_key(data_path, seed, overrides, settings.train_args)
+        result["test"] = score(os.path.join(work_dir, "runs", key), "test", work_dir,
+                               settings.jobs)
         write_text_atomic(os.path.join(work_dir, "cache", f"{key}.json"),
                           json.dumps(result) + "\n")
     return result
@@ -278,18 +283,19 @@ def with_test_score(data_path, seed, overrides, work_dir):
 
 # ---------------------------------------------------------------------------- the table
 
-def cached_results(levers, datasets, work_dir, seeds_of):
-    """{(lever, dataset): [result per finished seed]} from the cache alone."""
+def cached_results(levers, datasets, work_dir, seeds_of, split, train_args):
+    """{(lever, dataset): [result per finished seed] scored on `split`} from the cache alone."""
     results = {}
     for name, overrides in levers:
         for dataset, path in datasets.items():
             rows = []
             for seed in range(1, seeds_of(name) + 1):
-                cache = os.path.join(work_dir, "cache", f"{run_key(path, seed, overrides)}.json")
+                key = run_key(path, seed, overrides, train_args)
+                cache = os.path.join(work_dir, "cache", f"{key}.json")
                 if os.path.exists(cache):
                     with open(cache) as f:
                         record = json.load(f)
-                    if SPLIT in record:  # test scores exist only for runs given --split=test
+                    if split in record:  # test scores exist only for runs given --split=test
                         rows.append(record)
             results[name, dataset] = rows
     return results
@@ -299,8 +305,8 @@ def mean_of(values, spec):
     return format(np.mean(values), spec) if values else "-"
 
 
-def table(levers, datasets, results, title):
-    means = {key: np.mean([r[SPLIT] for r in rows]) for key, rows in results.items() if rows}
+def table(levers, datasets, results, title, split):
+    means = {key: np.mean([r[split] for r in rows]) for key, rows in results.items() if rows}
     ranks = {}
     for dataset in datasets:
         scored = sorted((means[name, dataset], name) for name, _ in levers
@@ -317,7 +323,7 @@ def table(levers, datasets, results, title):
             if not rows:
                 cells.append("-")
                 continue
-            values = [r[SPLIT] for r in rows]
+            values = [r[split] for r in rows]
             spread = f" +- {np.std(values, ddof=1):.4f}" if len(values) > 1 else ""
             cells.append(f"{np.mean(values):.4f}{spread} ({len(values)})")
             if ("baseline", dataset) in means:
@@ -331,63 +337,66 @@ def table(levers, datasets, results, title):
         lines.append(f"| {name} | `{overrides}` | {' | '.join(cells)} | {change} | "
                      f"{mean_of(rank, '.1f')} | {mean_of(epochs, '.0f')} | "
                      f"{mean_of(minutes, '.1f')} |")
-    lines += ["", f"{'Test' if SPLIT == 'test' else 'Validation'} accuracy, mean +- std over seeds (number of seeds); change: "
+    lines += ["", f"{'Test' if split == 'test' else 'Validation'} accuracy, mean +- std over seeds (number of seeds); change: "
               "the mean over datasets of (lever - baseline), in points, letters26 counted "
               f"{WEIGHTS['letters26']:g}x; rank 1 is best on a dataset."]
     return "\n".join(lines)
 
 
-def main():
-    global SEEDS, DATASETS
-    configure(globals())
-    if SPLIT not in ("val", "test"):
-        raise UserError(f"--split={SPLIT}: choose val or test")
-    if QUICK:
-        SEEDS, DATASETS = 1, DATASETS or "letters26,dev36-small,embedded"
-    work_dir = os.path.join(ROOT, WORK_DIR)
-    names = [d for d in DATASETS.split(",") if d] or list(DATASET_NAMES)
+def main(argv=None):
+    settings = configure(globals(), argv=argv)
+    split = settings.split
+    if split not in ("val", "test"):
+        raise UserError(f"--split={split}: choose val or test")
+    if settings.quick:  # resolved once: the quick mode's seeds and datasets
+        settings = dataclasses.replace(
+            settings, seeds=1, datasets=settings.datasets or "letters26,dev36-small,embedded")
+    work_dir = os.path.join(ROOT, settings.work_dir)
+    names = [d for d in settings.datasets.split(",") if d] or list(DATASET_NAMES)
     datasets = {os.path.splitext(os.path.basename(name))[0] if name not in DATASET_NAMES
                 else name: dataset_path(name, work_dir) for name in names}
-    wanted = {w for w in ONLY.split(",") if w}
+    wanted = {w for w in settings.only.split(",") if w}
     levers = [(name, o) for name, o in LEVERS if not wanted or name in wanted or slug(name) in wanted]
     if not levers:
-        raise UserError(f"no lever named {ONLY}: see the LEVERS table in {__file__}")
-    finalists = {f for f in FINALISTS.split(",") if f}
-    seeds_of = lambda name: 3 if name in finalists or slug(name) in finalists else SEEDS  # noqa
+        raise UserError(f"no lever named {settings.only}: see the LEVERS table in {__file__}")
+    finalists = {f for f in settings.finalists.split(",") if f}
+
+    def seeds_of(name):
+        return 3 if name in finalists or slug(name) in finalists else settings.seeds
     jobs = [(seed, name, overrides, dataset) for seed in range(1, 4) for name, overrides in levers
             for dataset in datasets if seed <= seeds_of(name)]
     mode = "QUICK MODE (1 seed, 3 datasets): for iterating, not for choosing defaults. " \
-        if QUICK else ""
-    if SPLIT == "test":
+        if settings.quick else ""
+    if split == "test":
         mode += "TEST SPLITS: the final check of the defaults chosen on validation. "
-    suffix = ("-quick" if QUICK else "") + ("-test" if SPLIT == "test" else "")
-    output = os.path.join(ROOT, OUTPUT.replace(".md", f"{suffix}.md"))
+    suffix = ("-quick" if settings.quick else "") + ("-test" if split == "test" else "")
+    output = os.path.join(ROOT, settings.output.replace(".md", f"{suffix}.md"))
     command = "python bench/levers.py " + " ".join(sys.argv[1:])
     title = f"### {mode}Lever study\n\n`{command.strip()}`  \n{time.strftime('%Y-%m-%d')}, " \
             f"{machine()}"
-    if RUN:
+    if settings.run:
         print(f"{mode}{len(levers)} levers x {len(datasets)} datasets: {len(jobs)} runs "
-              f"(cached ones are free), {JOBS} at a time", flush=True)
+              f"(cached ones are free), {settings.jobs} at a time", flush=True)
 
     def one(job):
         seed, name, overrides, dataset = job
-        score_run = with_test_score if SPLIT == "test" else train_and_validate
-        result = score_run(datasets[dataset], seed, overrides, work_dir)
-        print(f"{name:<32} {dataset:<16} seed {seed}: {SPLIT} {result[SPLIT]:.4f}  "
+        score_run = with_test_score if split == "test" else train_and_validate
+        result = score_run(datasets[dataset], seed, overrides, work_dir, settings)
+        print(f"{name:<32} {dataset:<16} seed {seed}: {split} {result[split]:.4f}  "
               f"epochs {result['epochs']:>3}  {result['seconds']:.0f} s", flush=True)
         return job
 
     shown = [lever for lever in LEVERS if lever[0] == "baseline" or lever in levers]
 
     def write_table():
-        markdown = table(shown, datasets, cached_results(shown, datasets, work_dir, seeds_of),
-                         title)
+        results = cached_results(shown, datasets, work_dir, seeds_of, split, settings.train_args)
+        markdown = table(shown, datasets, results, title, split)
         os.makedirs(os.path.dirname(output), exist_ok=True)
         write_text_atomic(output, markdown + "\n")
         return markdown
 
-    with concurrent.futures.ThreadPoolExecutor(JOBS) as pool:
-        for _ in pool.map(one, jobs if RUN else []):
+    with concurrent.futures.ThreadPoolExecutor(settings.jobs) as pool:
+        for _ in pool.map(one, jobs if settings.run else []):
             write_table()
     print("\n" + write_table() + f"\n\nwrote {output}")
 

@@ -10,6 +10,7 @@ Also: the compute floor from this machine's measured peak FLOP/s, the epoch time
 pipeline at all, and the cost of DETERMINISTIC=True.
 All ratios come from one run on one machine.
 """
+import dataclasses
 import math
 import os
 import pickle
@@ -22,7 +23,7 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-from common import configure, quiet_native_stderr, run  # noqa: E402
+from common import configure, pick, quiet_native_stderr, run  # noqa: E402
 with quiet_native_stderr():
     import keras
     import tensorflow as tf
@@ -54,18 +55,18 @@ class EpochTimer(keras.callbacks.Callback):
         self.seconds.append(time.perf_counter() - self.started)
 
 
-def load_data():
+def load_data(data, train_images, test_images):
     """(x_train, y_train, x_test, description): the real split, or generated images of the
     same size made from the embedded digits (speed does not depend on what the strokes show)."""
-    path = os.path.join(ROOT, DATA)
+    path = os.path.join(ROOT, data)
     if os.path.exists(path):
         data = prepare_data.prepare(path, verbose=False)
         return data["x_train"], data["y_train"], data["x_test"], f"real data ({path})"
     digits = prepare_data.prepare(prepare_data.EMBEDDED, verbose=False)["x_train"]
     rng = np.random.default_rng(0)
-    x = digits[rng.integers(0, len(digits), TRAIN_IMAGES + TEST_IMAGES)]
-    y = rng.integers(0, prepare_data.NUM_CLASSES, TRAIN_IMAGES)
-    return x[:TRAIN_IMAGES], y, x[TRAIN_IMAGES:], "generated (embedded digits, resampled)"
+    x = digits[rng.integers(0, len(digits), train_images + test_images)]
+    y = rng.integers(0, prepare_data.NUM_CLASSES, train_images)
+    return x[:train_images], y, x[train_images:], "generated (embedded digits, resampled)"
 
 
 def steady_epoch(timer):
@@ -73,35 +74,37 @@ def steady_epoch(timer):
     return float(np.median(timer.seconds[1:]))
 
 
-def time_ours(x, y, augment):
-    """train.py's own pipeline and model (its defaults), as train.py runs them."""
+def time_ours(recipe, x, y, augment, epochs):
+    """train.py's own pipeline and model (the resolved settings `recipe`), as train.py runs
+    them, with augmentation on or off."""
     keras.utils.set_random_seed(0)
-    steps = math.ceil(len(x) / train.BATCH_SIZE)
-    model = train.new_model(steps)
+    recipe = dataclasses.replace(recipe, augment=augment)
+    steps = math.ceil(len(x) / recipe.batch_size)
+    model = train.new_model(recipe, steps)
     timer = EpochTimer()
-    train.AUGMENT = augment
-    dataset = train.make_training_dataset(x, y, train.BATCH_SIZE, 0, EPOCHS)
-    model.fit(dataset, epochs=EPOCHS, steps_per_epoch=steps, callbacks=[timer], verbose=0)
+    dataset = train.make_training_dataset(x, y, recipe, 0, epochs)
+    model.fit(dataset, epochs=epochs, steps_per_epoch=steps, callbacks=[timer], verbose=0)
     return steady_epoch(timer), model
 
 
-def time_compute_only(x, y):
+def time_compute_only(recipe, x, y, epochs):
     """An epoch's worth of steps on one batch already in memory: no input pipeline at all."""
-    model = train.new_model()
-    batch = (tf.constant(x[:train.BATCH_SIZE].reshape(-1, 56, 56, 1), tf.float32),
-             tf.one_hot(y[:train.BATCH_SIZE], prepare_data.NUM_CLASSES))
-    steps = len(x) // train.BATCH_SIZE
+    model = train.new_model(recipe)
+    batch_size = recipe.batch_size
+    batch = (tf.constant(x[:batch_size].reshape(-1, 56, 56, 1), tf.float32),
+             tf.one_hot(y[:batch_size], prepare_data.NUM_CLASSES))
+    steps = len(x) // batch_size
     timer = EpochTimer()
     model.fit(tf.data.Dataset.from_tensors(batch).repeat(), steps_per_epoch=steps,
-              epochs=EPOCHS, callbacks=[timer], verbose=0)
-    return steady_epoch(timer) * len(x) / (steps * train.BATCH_SIZE)
+              epochs=epochs, callbacks=[timer], verbose=0)
+    return steady_epoch(timer) * len(x) / (steps * batch_size)
 
 
-def time_plain(x, y, augment, batch_size):
+def time_plain(recipe, x, y, augment, batch_size, epochs):
     keras.utils.set_random_seed(0)
-    model = train.new_model()
+    model = train.new_model(recipe)
     seconds = []
-    for epoch in range(EPOCHS):
+    for epoch in range(epochs):
         started = time.perf_counter()
         plain_epoch(model, x, keras.utils.to_categorical(y, prepare_data.NUM_CLASSES),
                     batch_size, augment, seed=epoch)
@@ -165,11 +168,17 @@ def peak_memory_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def main():
-    configure(globals(), vars(model_config))  # e.g. --stride_1=1 times another model
-    x, y, x_test, description = load_data()
+def main(argv=None):
+    # the model settings too: --stride_1=1 times another model
+    settings = configure(globals(), vars(model_config), argv=argv)
+    epochs = settings.epochs
+    x, y, x_test, description = load_data(settings.data, settings.train_images,
+                                          settings.test_images)
+    # train.py's defaults with these model sizes, resolved for this many images as it would
+    recipe, _ = train.resolve(train.defaults(**pick(settings, vars(model_config))), len(x))
     print(f"data: {description}: {len(x)} training and {len(x_test)} test images; "
-          f"batch {train.BATCH_SIZE}; {machine()}", flush=True)
+          f"batch {recipe.batch_size}; {machine()}", flush=True)
+    print(f"model: {train.new_model(recipe).count_params():,} parameters", flush=True)
     rows = []
 
     def report(name, value, unit):
@@ -182,25 +191,25 @@ def main():
     report("loading it again: the packed cache", cached, "s")
     flops = peak_flops()
     report("peak matmul rate (float32, 2048x2048)", flops / 1e9, "GFLOP/s")
-    off, _ = time_ours(x, y, augment=False)
+    off, _ = time_ours(recipe, x, y, False, epochs)
     report("ours: epoch, augmentation off", off, "s")
-    on, model = time_ours(x, y, augment=True)
+    on, model = time_ours(recipe, x, y, True, epochs)
     report("ours: epoch, augmentation on", on, "s")
     report("ours: evaluation", images_per_second(model, x_test), "images/s")
     report("ours: peak memory so far", peak_memory_mb(), "MB")
     floor = training_flops_per_image(model) * len(x) / flops
     report("compute floor: training FLOPs / peak rate", floor, "s")
-    compute = time_compute_only(x, y)
+    compute = time_compute_only(recipe, x, y, epochs)
     report("ours: epoch with no input pipeline (one cached batch)", compute, "s")
-    plain_off = time_plain(x, y, augment=False, batch_size=train.BATCH_SIZE)
+    plain_off = time_plain(recipe, x, y, False, recipe.batch_size, epochs)
     report("plain way, our batch size: epoch, augmentation off", plain_off, "s")
-    plain_on = time_plain(x, y, augment=True, batch_size=train.BATCH_SIZE)
+    plain_on = time_plain(recipe, x, y, True, recipe.batch_size, epochs)
     report("plain way, our batch size: epoch, augmentation on", plain_on, "s")
-    plain_ref = time_plain(x, y, augment=True, batch_size=REFERENCE_BATCH)
+    plain_ref = time_plain(recipe, x, y, True, REFERENCE_BATCH, epochs)
     report(f"plain way, the reference's batch of {REFERENCE_BATCH}: augmentation on", plain_ref,
            "s")
     tf.config.experimental.enable_op_determinism()  # last: it cannot be switched off again
-    deterministic, _ = time_ours(x, y, augment=True)
+    deterministic, _ = time_ours(recipe, x, y, True, epochs)
     report("ours: epoch, augmentation on, DETERMINISTIC=True", deterministic, "s")
     report("peak memory of this process", peak_memory_mb(), "MB")
     ratios = [
@@ -220,7 +229,7 @@ def main():
              "| measure | value |", "|---|---|"]
     lines += [f"| {name} | {value:,.2f} {unit} |" for name, value, unit in rows]
     lines += [f"| {name} | **{value:.2f}x** {note} |" for name, value, note in ratios]
-    output = os.path.join(ROOT, OUTPUT)
+    output = os.path.join(ROOT, settings.output)
     os.makedirs(os.path.dirname(output), exist_ok=True)
     with open(output, "w") as f:
         f.write("\n".join(lines) + "\n")

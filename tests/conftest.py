@@ -54,6 +54,15 @@ def assert_user_error(result, *words):
         assert word.lower() in lines[0].lower(), lines[0]
 
 
+def refusal(main, *argv):
+    """The message of the UserError that a script's main(argv) raises: what the shell shows
+    after "error: " (tests run from the shell prove the one line and exit code 2)."""
+    from common import UserError
+    with pytest.raises(UserError) as error:
+        main(list(argv))
+    return str(error.value)
+
+
 @pytest.fixture(scope="session")
 def trained_tiny(tmp_path_factory):
     """One short training run on a generated 36-class pickle, shared by the tests that only

@@ -80,6 +80,9 @@ def test_accuracy_benchmark_runs_both_recipes(tmp_path, tiny_pickle):
     assert result.returncode == 0, result.stderr[-3000:]
     table = (tmp_path / "accuracy.md").read_text()
     assert "QUICK MODE" in table and "reference + imgaug (20 steps)" in table
+    ours = [line for line in table.splitlines() if line.startswith("| ours (train.py defaults --epochs=1) | 1 |")]
+    assert len(ours) == 1 and "| 1.0 |" in ours[0]  # --seeds=1, --train_args=--epochs=1
+    assert list((tmp_path / "work").glob("reference-*-seed1-steps20-augmentTrue.json"))
     assert re.search(r"Error reduction of ours against the reference", table)
 
 
@@ -93,6 +96,9 @@ def test_speed_benchmark_reports_every_measure(tmp_path):
                     "augmentation cost", "peak memory"):
         assert measure in table, measure
     assert "256 training and 128 test images" in result.stdout
+    assert "data: generated" in result.stdout  # --data: no such file here, so generated images
+    import model
+    assert f"model: {model.build_model(dense_units=64).count_params():,} parameters" in result.stdout
 
 
 def test_ceiling_compares_models_of_one_split(tmp_path, trained_tiny):
@@ -125,9 +131,8 @@ def test_ceiling_compares_models_of_one_split(tmp_path, trained_tiny):
     # the figures are the models' own: recompute them from the checkpoints and the test split
     import evaluate
     from bench import ceiling
-    evaluate.PREPARED_DIR = str(tmp_path / "prepared")
     models = [evaluate.load_checkpoint(os.path.join(run, "best.keras")) for run in runs[:2]]
-    x, y = evaluate.load_split(models[0][1], "test")
+    x, y = evaluate.load_split(models[0][1], "test", prepared_dir=str(tmp_path / "prepared"))
     probabilities = [evaluate.predict_probabilities(model, x) for model, _ in models]
     for row, (model, _), p in zip(rows, models, probabilities):
         shifted = ceiling.shift_averaged(model, x, 2).argmax(1)
@@ -173,5 +178,6 @@ def test_deeper_probe_trains_its_own_network_with_train_py_recipe(tmp_path, tiny
             f"{ours / 1e6:.0f} million for the classifier ({deeper / ours:.1f}x)") in result.stdout
     record = json.loads((tmp_path / "out" / "best.json").read_text())
     settings = record["settings"]
-    assert settings["PROBE_WIDTHS"] == "8p,16,12p" and "FILTERS_2" not in settings
+    assert settings["WIDTHS"] == "8p,16,12p" and settings["DENSE_UNITS"] == 24
+    assert "FILTERS_2" not in settings
     assert not settings["AUGMENT"] and record["best_epoch"] == 1

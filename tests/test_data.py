@@ -145,6 +145,11 @@ def test_cli_prints_class_table(tmp_path, tiny_pickle):
     assert result.returncode == 0, result.stderr
     assert "   35       8      2      2      12" in result.stdout
     assert list((tmp_path / "data").glob("prepared-*.npz"))
+    other = run_script("prepare_data.py", tiny_pickle, "--seed", "5", "--prepared_dir=cache",
+                       cwd=tmp_path)
+    assert other.returncode == 0, other.stderr
+    assert [path.name.endswith("-seed5.npz") for path in (tmp_path / "cache").glob("*.npz")] == [True]
+    assert "seed 5: prepared split in cache" in other.stdout
 
 
 def test_embedded_default_is_real_digits_in_the_users_format(tmp_path):

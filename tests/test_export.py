@@ -8,7 +8,7 @@ import numpy as np
 
 import evaluate
 import prepare_data
-from conftest import assert_user_error, run_script
+from conftest import assert_user_error, refusal, run_script
 
 # Runs in a separate Python, from a folder outside the repository: only TensorFlow and numpy.
 RELOAD = textwrap.dedent("""
@@ -64,6 +64,7 @@ def test_export_settings_and_refusals(trained_tiny, tmp_path):
     assert (tmp_path / "only" / "labels.txt").read_text().splitlines()[14] == "14 14"
     assert_user_error(run_script("export.py", "--checkpoint=missing.keras", cwd=tmp_path),
                       "not found")
+    import export
     (tmp_path / "file").write_text("x")
-    assert_user_error(run_script("export.py", f"--checkpoint={work / 'out' / 'best.keras'}",
-                                 "--export_dir=file", cwd=tmp_path), "is a file")
+    assert "is a file" in refusal(export.main, f"--checkpoint={work / 'out' / 'best.keras'}",
+                                  f"--export_dir={tmp_path / 'file'}")

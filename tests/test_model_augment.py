@@ -20,21 +20,26 @@ def test_model_outputs_a_distribution_over_36_classes():
     assert sum("conv" in layer.name for layer in net.layers) == 2
 
 
-def test_model_sizes_follow_the_constants(monkeypatch):
-    def shapes():
-        return [tuple(w.shape) for w in model.build_model().weights]
+def test_model_sizes_follow_its_arguments(monkeypatch, capsys):
+    def shapes(**sizes):
+        return [tuple(w.shape) for w in model.build_model(**sizes).weights]
     base = shapes()
     assert base[0] == (model.KERNEL_1, model.KERNEL_1, 1, model.FILTERS_1)
-    for name, value in (("FILTERS_1", 8), ("KERNEL_1", 3), ("FILTERS_2", 16), ("KERNEL_2", 5),
-                        ("DENSE_UNITS", 64)):
-        monkeypatch.setattr(model, name, value)
-        assert shapes() != base, name
-        base = shapes()
-    monkeypatch.setattr(model, "STRIDE_1", 1)  # full resolution: 4x the dense layer's inputs
-    assert shapes()[-4][0] == 4 * base[-4][0]
-    monkeypatch.setattr(model, "DROPOUT", 0.25)
-    assert [layer.rate for layer in model.build_model().layers
+    sizes = {}
+    for name, value in (("filters_1", 8), ("kernel_1", 3), ("filters_2", 16), ("kernel_2", 5),
+                        ("dense_units", 64)):
+        sizes[name] = value
+        assert shapes(**sizes) != base, name
+        base = shapes(**sizes)
+    # full resolution: 4x the dense layer's inputs
+    assert shapes(**sizes, stride_1=1)[-4][0] == 4 * base[-4][0]
+    assert [layer.rate for layer in model.build_model(dropout=0.25).layers
             if isinstance(layer, model.layers.Dropout)] == [0.25, 0.25]
+    # python model.py --dense_units 64: the summary of that model
+    monkeypatch.setattr("sys.argv", ["model.py", "--dense_units", "64", "--filters_1=8"])
+    model.main()
+    count = model.build_model(dense_units=64, filters_1=8).count_params()
+    assert capsys.readouterr().out.strip().endswith(f"parameters: {count:,}")
 
 
 def test_imgaug_keeps_shape_dtype_and_binarity():
@@ -150,6 +155,12 @@ def test_stroke_makes_lines_thicker_or_thinner():
 
 # ---------------------------------------------------------------------------- the pipeline
 
+def recipe(**overrides):
+    """train.py's settings with these overrides, resolved for a small split (augmentation
+    throughout unless --augment_epochs says otherwise)."""
+    return train.resolve(train.defaults(**overrides), 100)[0]
+
+
 def epochs_of(dataset, steps):
     """[(images, labels) of each epoch], the batches of an epoch joined."""
     batches = [(images.numpy(), labels.numpy().argmax(1)) for images, labels in dataset]
@@ -165,7 +176,8 @@ def test_augmented_pipeline_keeps_labels_with_their_images():
     for i, label in enumerate(y):
         left = 3 if label % 2 == 0 else 45
         x[i, 24:32, left:left + 8] = 1
-    dataset = train.make_training_dataset(x.reshape(64, -1), y, 16, 0, 1, seed=3)
+    dataset = train.make_training_dataset(x.reshape(64, -1), y, recipe(batch_size=16, seed=3),
+                                          0, 1)
     images, labels = epochs_of(dataset, 4)[0]
     assert images.dtype == np.float32 and images.shape == (64, 56, 56, 1)
     for image, label in zip(images, labels):
@@ -175,10 +187,11 @@ def test_augmented_pipeline_keeps_labels_with_their_images():
     assert not np.array_equal(images, x.reshape(-1, 56, 56, 1))  # augmented
 
 
-def test_every_epoch_comes_from_seed_and_epoch_alone(monkeypatch):
+def test_every_epoch_comes_from_seed_and_epoch_alone():
     x, y = make_dataset(per_class=2)  # 72 images: batches of 16, 5 steps an epoch
-    whole = epochs_of(train.make_training_dataset(x, y, 16, 0, 3, seed=9), 5)
-    resumed = epochs_of(train.make_training_dataset(x, y, 16, 1, 3, seed=9), 5)
+    nine = recipe(batch_size=16, seed=9)
+    whole = epochs_of(train.make_training_dataset(x, y, nine, 0, 3), 5)
+    resumed = epochs_of(train.make_training_dataset(x, y, nine, 1, 3), 5)
     assert len(whole) == 3 and len(resumed) == 2
     for (a_images, a_labels), (b_images, b_labels) in zip(whole[1:], resumed):
         np.testing.assert_array_equal(a_labels, b_labels)  # same order
@@ -187,15 +200,12 @@ def test_every_epoch_comes_from_seed_and_epoch_alone(monkeypatch):
     for _, labels in whole:
         assert sorted(labels) == sorted(y.tolist())  # every image once an epoch
 
-    monkeypatch.setattr(train, "SEED", 9)  # the seed comes from --seed when not given
-    np.testing.assert_array_equal(
-        epochs_of(train.make_training_dataset(x, y, 16, 0, 1), 5)[0][1], whole[0][1])
-    monkeypatch.setattr(train, "SEED", 10)
+    ten = recipe(batch_size=16, seed=10)  # another --seed, another order
     assert not np.array_equal(
-        epochs_of(train.make_training_dataset(x, y, 16, 0, 1), 5)[0][1], whole[0][1])
+        epochs_of(train.make_training_dataset(x, y, ten, 0, 1), 5)[0][1], whole[0][1])
 
-    monkeypatch.setattr(train, "AUGMENT_EPOCHS", 2)  # a clean finish after two epochs
-    finish = epochs_of(train.make_training_dataset(x, y, 16, 0, 3, seed=9), 5)
+    clean_finish = recipe(batch_size=16, seed=9, augment_epochs=2)  # clean after two epochs
+    finish = epochs_of(train.make_training_dataset(x, y, clean_finish, 0, 3), 5)
     originals = {image.tobytes() for image in x.reshape(-1, 56, 56, 1).astype(np.float32)}
     clean = [[image.tobytes() in originals for image in images] for images, _ in finish]
     assert not all(clean[0]) and not all(clean[1]) and all(clean[2]), [sum(c) for c in clean]
@@ -203,24 +213,28 @@ def test_every_epoch_comes_from_seed_and_epoch_alone(monkeypatch):
 
 def test_backend_setting_picks_the_implementation(monkeypatch):
     calls = []
-    monkeypatch.setattr(train.augmentation, "BACKEND", "imgaug")
-    monkeypatch.setattr(train.augmentation, "augment_batch",
-                        lambda images, seed: (calls.append(int(seed)), images)[1])
+    monkeypatch.setattr(augment, "augment_batch",
+                        lambda images, seed, **ranges: (calls.append(ranges), images)[1])
     x, y = make_dataset(per_class=1)
-    epochs_of(train.make_training_dataset(x, y, 16, 0, 1, seed=9), 3)
-    assert len(calls) == 3  # one imgaug call per batch
+    epochs_of(train.make_training_dataset(x, y, recipe(batch_size=16, seed=9), 0, 1), 3)
+    assert calls == []  # the tf back end by default
+    imgaug = recipe(batch_size=16, seed=9, backend="imgaug", rotate=7)
+    epochs_of(train.make_training_dataset(x, y, imgaug, 0, 1), 3)
+    assert len(calls) == 3 and calls[0]["rotate"] == 7  # one imgaug call per batch, its ranges
 
 
-def test_preview_grid_shows_originals_and_their_augmented_copies(tmp_path):
+def test_preview_grid_shows_originals_and_their_augmented_copies(tmp_path, monkeypatch):
     from PIL import Image
-    from conftest import run_script
+    monkeypatch.chdir(tmp_path)  # python augment.py, in this process: it writes into the cwd
 
     def grid(*args):
-        result = run_script("augment.py", *args, cwd=tmp_path)
-        assert result.returncode == 0, result.stderr[-2000:]
+        monkeypatch.setattr("sys.argv", ["augment.py", *args])
+        augment.main()
         image = np.asarray(Image.open(tmp_path / "augment_grid.png"))[::2, ::2]  # 2x upscaled
         return [image[:, c * 58 + 1:c * 58 + 57] for c in range(8)]  # 8 columns of 8 images
-    columns = grid("--crop_px=0", "--scale=0", "--rotate=0")
-    assert all(np.array_equal(column, columns[0]) for column in columns[1:])  # identity
-    columns = grid()
-    assert not any(np.array_equal(column, columns[0]) for column in columns[1:])
+    for identity in (("--crop_px=0", "--scale", "0", "--rotate=0"), ("--share=0",)):
+        columns = grid(*identity)
+        assert all(np.array_equal(column, columns[0]) for column in columns[1:]), identity
+    for changed in ((), ("--backend=imgaug",)):
+        columns = grid(*changed)
+        assert not any(np.array_equal(column, columns[0]) for column in columns[1:]), changed

@@ -16,9 +16,11 @@ import keras
 import numpy as np
 import pytest
 
+import devices
 import prepare_data
+import run_state
 import train
-from common import UserError, atomic_path
+from common import UserError, as_record, atomic_path
 from conftest import ROOT, assert_user_error, make_dataset, run_script, write_pickle
 
 
@@ -80,31 +82,37 @@ def test_killed_run_resumes_exactly_like_an_uninterrupted_one(tmp_path, schedule
     assert history_rows(tmp_path / "out") == 1
 
 
+def recipe(train_images=20000, **overrides):
+    """train.py's settings with these overrides, resolved for a split of this size."""
+    return train.resolve(train.defaults(**overrides), train_images)[0]
+
+
 @pytest.fixture
 def unfinished_run(tmp_path, tiny_pickle):
     """An OUT_DIR holding an unfinished run (its record and a resume point) with the default
     settings; returns (out dir, data fingerprint)."""
     data = prepare_data.prepare(tiny_pickle, train.SEED, str(tmp_path / "cache"), verbose=False)
-    fingerprint = train.data_fingerprint(data["manifest"], data["x_train"])
+    fingerprint = run_state.data_fingerprint(data["manifest"], data["x_train"])
     resume = tmp_path / "out" / "resume"
     resume.mkdir(parents=True)
     (resume / "run.json").write_text(json.dumps(
-        {"run_id": "r1", "settings": train.current_settings(), "data": fingerprint}))
+        {"run_id": "r1", "settings": as_record(recipe()), "data": fingerprint}))
     (resume / "epoch-0002.keras").write_text("a resume point")
     return str(tmp_path / "out"), fingerprint
 
 
-def test_resume_with_other_settings_is_refused(unfinished_run, monkeypatch):
+def test_resume_with_other_settings_is_refused(unfinished_run):
     out_dir, fingerprint = unfinished_run
-    monkeypatch.setattr(train, "VERBOSE", 0)  # does not change what is computed: resumes
-    run_info, resume_path, epochs_done, _, _ = train.start_or_resume(out_dir, fingerprint)
+
+    def start(fresh=False, **overrides):
+        return run_state.start_or_resume(out_dir, fingerprint, as_record(recipe(**overrides)),
+                                         fresh, train.RESUMABLE_CHANGES)
+    run_info, resume_path, epochs_done, _, _ = start(verbose=0)  # changes nothing computed
     assert run_info["run_id"] == "r1" and epochs_done == 2 and resume_path.endswith("0002.keras")
-    monkeypatch.setattr(train, "LEARNING_RATE", 0.01)
-    monkeypatch.setattr(train.augmentation, "ROTATE", 30)
     with pytest.raises(UserError, match=r"--learning_rate=0.002.*--rotate=12.*--fresh=True"):
-        train.start_or_resume(out_dir, fingerprint)
-    monkeypatch.setattr(train, "FRESH", True)  # the way out: start over with the new settings
-    assert train.start_or_resume(out_dir, fingerprint)[2] == 0
+        start(learning_rate=0.01, rotate=30)
+    # the way out: start over with the new settings
+    assert start(fresh=True, learning_rate=0.01, rotate=30)[2] == 0
 
 
 def test_atomic_path_keeps_the_old_file_when_a_write_fails(tmp_path):
@@ -122,7 +130,7 @@ def test_atomic_path_keeps_the_old_file_when_a_write_fails(tmp_path):
 def test_best_checkpoint_is_only_replaced_by_a_better_one(tmp_path, monkeypatch):
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
     model.compile(optimizer="adam", loss="mse")
-    keeper = train.KeepBest(str(tmp_path), {"run_id": "r", "data": {}}, [], None)
+    keeper = run_state.KeepBest(str(tmp_path), {"run_id": "r", "data": {}}, [], None, None)
     keeper.set_model(model)
     best = tmp_path / "best.keras"
 
@@ -153,18 +161,53 @@ def test_best_checkpoint_is_only_replaced_by_a_better_one(tmp_path, monkeypatch)
     assert not [name for name in os.listdir(tmp_path) if ".tmp" in name]
 
 
-def test_a_run_that_does_not_beat_the_earlier_best_leaves_it(trained_tiny, tmp_path):
+def test_a_run_that_does_not_beat_the_earlier_best_leaves_its_records(trained_tiny, tmp_path):
     work, data, _ = trained_tiny
     shutil.copytree(work / "out", tmp_path / "out")
-    good = (tmp_path / "out" / "best.keras").read_bytes()
-    record = (tmp_path / "out" / "best.json").read_text()
+    kept = {name: (tmp_path / "out" / name).read_bytes()
+            for name in ("best.keras", "best.json", "history.csv")}
     # a learning rate of 0 never gets past its random start
     result = run_script("train.py", f"--data={data}", "--learning_rate=0", "--epochs=2",
                         cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "keeps an earlier run's better model" in result.stdout
-    assert (tmp_path / "out" / "best.keras").read_bytes() == good
-    assert (tmp_path / "out" / "best.json").read_text() == record
+    for name, content in kept.items():
+        assert (tmp_path / "out" / name).read_bytes() == content, name
+    own = glob.glob(str(tmp_path / "out" / "history-*.csv"))
+    assert len(own) == 1 and f"this run's history is in {os.path.relpath(own[0], tmp_path)}" \
+        in result.stdout
+    assert history_rows(tmp_path / "out") == 2 and sum(1 for _ in open(own[0])) == 3
+
+
+def test_a_later_run_keeps_its_history_beside_until_it_wins(tmp_path):
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(optimizer="adam", loss="mse")
+    (tmp_path / "history.csv").write_text("epoch,val_accuracy\n1,0.5\n")  # the earlier run's
+    earlier = {"run_id": "earlier", "val_accuracy": 0.5, "val_loss": 1.0, "best_epoch": 1}
+    keeper = run_state.KeepBest(str(tmp_path), {"run_id": "later", "data": {}}, [], earlier,
+                                None)
+    keeper.set_model(model)
+    keeper.on_epoch_end(0, {"val_accuracy": 0.4, "val_loss": 1.0, "loss": 1.0})
+    assert (tmp_path / "history.csv").read_text() == "epoch,val_accuracy\n1,0.5\n"
+    assert history_rows(tmp_path) == 1 and not (tmp_path / "best.keras").exists()
+    assert (tmp_path / "history-later.csv").read_text().count("\n") == 2
+    keeper.on_epoch_end(1, {"val_accuracy": 0.6, "val_loss": 1.0, "loss": 1.0})
+    assert (tmp_path / "best.keras").exists() and not (tmp_path / "history-later.csv").exists()
+    assert history_rows(tmp_path) == 2  # both epochs of the run that now owns best.keras
+    assert json.loads((tmp_path / "best.json").read_text())["run_id"] == "later"
+
+
+def test_a_run_that_beats_the_earlier_best_takes_its_history_along(tmp_path, tiny_pickle,
+                                                                   monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    train.main([tiny_pickle, "--learning_rate=0", "--epochs=1", "--verbose=0"])  # a weak best
+    weak = (tmp_path / "out" / "best.keras").read_bytes()
+    train.main([tiny_pickle, "--epochs=3", "--verbose=0"])  # its first epoch may not beat it
+    assert (tmp_path / "out" / "best.keras").read_bytes() != weak
+    record = json.loads((tmp_path / "out" / "best.json").read_text())
+    assert len(record["history"]) == history_rows(tmp_path / "out") == 3
+    assert not glob.glob(str(tmp_path / "out" / "history-*.csv"))  # moved into history.csv
+    assert "saved out/best.keras" in capsys.readouterr().out
 
 
 def test_early_stopping_ends_a_run_that_stopped_improving(tmp_path, tiny_pickle):
@@ -198,49 +241,49 @@ def test_the_size_rule_chooses_cosine_for_a_small_split_and_plateau_for_a_large_
         assert record["settings"]["AUGMENT_EPOCHS"] == (0 if schedule == "cosine" else 15)
 
 
-def test_settings_out_of_range_are_refused(monkeypatch):
-    for name, value, words in (("SMALL_DATA", -1, "--small_data=-1"),
-                               ("BATCH_SIZE", 0, "--batch_size"), ("EPOCHS", 0, "--epochs")):
-        with monkeypatch.context() as patch:
-            patch.setattr(train, name, value)
-            with pytest.raises(UserError, match=words):
-                train.check_settings()
-    train.check_settings()  # the defaults pass
+def test_settings_out_of_range_are_refused():
+    for overrides, words in (({"small_data": -1}, "--small_data=-1"),
+                             ({"batch_size": 0}, "--batch_size"), ({"epochs": 0}, "--epochs"),
+                             ({"lr_schedule": "cyclic"}, "auto, plateau, cosine or constant"),
+                             ({"backend": "cv2"}, "tf or imgaug"),
+                             ({"backend": "imgaug", "elastic": 2.0}, "--elastic needs --backend=tf"),
+                             ({"backend": "imgaug", "stroke": 0.5}, "--stroke needs --backend=tf")):
+        with pytest.raises(UserError, match=words):
+            train.check_settings(train.defaults(**overrides))
+    train.check_settings(train.defaults())  # the defaults pass
 
 
-def test_settings_that_are_set_are_kept_by_the_size_rule(monkeypatch):
-    monkeypatch.setattr(train, "LR_SCHEDULE", "plateau")
-    monkeypatch.setattr(train, "AUGMENT_EPOCHS", 3)
-    assert train.apply_size_rule(10) == "" and train.LR_SCHEDULE == "plateau"
-    assert train.AUGMENT_EPOCHS == 3
-    monkeypatch.setattr(train, "AUGMENT_EPOCHS", -1)
-    assert "augmentation on throughout" in train.apply_size_rule(10)
-    assert train.AUGMENT_EPOCHS == 0 and train.LR_SCHEDULE == "plateau"
-    monkeypatch.setattr(train, "LR_SCHEDULE", "auto")
-    monkeypatch.setattr(train, "AUGMENT_EPOCHS", -1)
-    assert train.apply_size_rule(10 ** 6).startswith("learning rate plateau and augmentation on "
-                                                     "for the first 15 epochs")
+def test_settings_that_are_set_are_kept_by_the_size_rule():
+    kept, why = train.resolve(train.defaults(lr_schedule="plateau", augment_epochs=3), 10)
+    assert why == "" and (kept.lr_schedule, kept.augment_epochs) == ("plateau", 3)
+    chosen, why = train.resolve(train.defaults(lr_schedule="plateau"), 10)
+    assert "augmentation on throughout" in why
+    assert (chosen.lr_schedule, chosen.augment_epochs) == ("plateau", 0)
+    chosen, why = train.resolve(train.defaults(), 10 ** 6)
+    assert why.startswith("learning rate plateau and augmentation on for the first 15 epochs")
+    assert train.LR_SCHEDULE == "auto" and train.AUGMENT_EPOCHS == -1  # the defaults stay
+    with pytest.raises(ValueError, match="resolve"):  # no recipe with "auto" left in it
+        train.new_model(train.defaults())
 
 
-def test_learning_rate_drops_on_a_plateau_and_cosine_decays(monkeypatch):
-    monkeypatch.setattr(train, "LEARNING_RATE", 1.0)
-    monkeypatch.setattr(train, "LR_DROP_PATIENCE", 2)
-    monkeypatch.setattr(train, "LR_DROP_FACTOR", 0.5)
+def test_learning_rate_drops_on_a_plateau_and_cosine_decays():
+    settings = recipe(learning_rate=1.0, lr_drop_patience=2, lr_drop_factor=0.5,
+                      lr_schedule="plateau")
     scores = [0.5, 0.6, 0.6, 0.6, 0.7, 0.7, 0.7, 0.7, 0.7]
     history = [{"val_accuracy": s, "val_loss": 1.0} for s in scores]
-    rates = [train.plateau_learning_rate(history[:n]) for n in range(len(history) + 1)]
+    rates = [train.plateau_learning_rate(history[:n], settings) for n in range(len(history) + 1)]
     assert rates == [1, 1, 1, 1, 0.5, 0.5, 0.5, 0.25, 0.25, 0.125]
+    other = recipe(learning_rate=1.0, lr_drop_patience=3, lr_drop_factor=0.1)
+    assert train.plateau_learning_rate(history, other) == pytest.approx(0.1)  # one drop
 
-    model = train.new_model()
-    state = train.EpochState(history)
+    model = train.new_model(settings)
+    state = train.EpochState(history, settings)
     state.set_model(model)
-    monkeypatch.setattr(train, "LR_SCHEDULE", "plateau")
     state.on_epoch_begin(len(history))
     assert float(model.optimizer.learning_rate) == 0.125  # what the next epoch trains with
 
-    monkeypatch.setattr(train, "LR_SCHEDULE", "cosine")
-    monkeypatch.setattr(train, "EPOCHS", 4)
-    model = train.new_model(steps_per_epoch=10)
+    model = train.new_model(recipe(learning_rate=1.0, lr_schedule="cosine", epochs=4),
+                            steps_per_epoch=10)
     for step, expected in ((0, 1.0), (20, 0.5), (40, 0.0)):  # 4 epochs of 10 steps
         model.optimizer.iterations.assign(step)
         assert abs(float(model.optimizer.learning_rate) - expected) < 1e-6, step
@@ -258,29 +301,24 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_the_good_model(trained_tiny
     assert (tmp_path / "out" / "best.keras").read_bytes() == good
 
 
-def test_same_seed_same_run_and_the_determinism_switch(tmp_path, tiny_pickle, monkeypatch):
-    runs = []
-    for name in ("a", "b"):
+def test_same_seed_same_run_and_the_determinism_switch(tmp_path, tiny_pickle):
+    runs, logs = [], []
+    for name, switch in (("a", "--deterministic=False"), ("b", "--deterministic=True")):
         trained = run_script("train.py", f"--data={tiny_pickle}", "--epochs=2",
-                             f"--out_dir={name}", cwd=tmp_path)
+                             f"--out_dir={name}", switch, cwd=tmp_path)
         assert trained.returncode == 0, trained.stderr[-3000:]
         runs.append(json.loads((tmp_path / name / "best.json").read_text())["history"])
+        logs.append(trained.stdout)
     assert runs[0] == runs[1]  # on a CPU, repeatable without any switch
-    # --deterministic=True turns TensorFlow's op determinism on (for GPU kernels)
-    switched = []
-    monkeypatch.setattr(train.tf.config.experimental, "enable_op_determinism",
-                        lambda: switched.append(True))
-    monkeypatch.setattr(train, "DETERMINISTIC", True)
-    monkeypatch.setattr(train, "configure", lambda *args, **kwargs: [])
-    monkeypatch.setattr(train, "DATA", tiny_pickle)
-    monkeypatch.setattr(train, "OUT_DIR", str(tmp_path / "c"))
-    monkeypatch.setattr(train, "PREPARED_DIR", str(tmp_path / "cache"))
-    monkeypatch.setattr(train, "EPOCHS", 1)
-    monkeypatch.setattr(train, "VERBOSE", 0)
-    monkeypatch.setattr(train, "LR_SCHEDULE", "auto")  # main() resolves these two: restored
-    monkeypatch.setattr(train, "AUGMENT_EPOCHS", -1)   # after the test by monkeypatch
-    train.main()
-    assert switched == [True]
+    # --deterministic=True turns TensorFlow's op determinism on (GPU kernels need it): the
+    # log line comes from TensorFlow's own report of its state after the switch
+    assert "op determinism: on" not in logs[0] and "op determinism: on" in logs[1]
+
+
+def test_multiworker_training_refuses_a_keras_the_mend_does_not_know():
+    devices.check_keras_for_multiworker("3.15.1")  # the version the two-worker test passed on
+    with pytest.raises(UserError, match=r"tested only with Keras 3.15 \(this is 3.16.0\)"):
+        devices.check_keras_for_multiworker("3.16.0")
 
 
 def test_mirrored_strategy_path_runs_on_one_cpu_replica(tmp_path, tiny_pickle):

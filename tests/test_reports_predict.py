@@ -90,6 +90,10 @@ def test_predict_reads_back_pngs_with_evaluates_labels(trained_tiny, tmp_path):
     text = run_script("predict.py", f"--checkpoint={work / 'out' / 'best.keras'}", "--top=2",
                       paths[0], cwd=tmp_path)
     assert text.returncode == 0 and len(re.findall(r"\d+:\S+ \d\.\d{3}", text.stdout)) == 2
+    numbers = run_script("predict.py", f"--checkpoint={work / 'out' / 'best.keras'}",
+                         "--labels", "none", paths[0], cwd=tmp_path)
+    assert numbers.returncode == 0 and re.fullmatch(r"\S+: (\d+ \d\.\d{3}  ){2}\d+ \d\.\d{3}\n",
+                                                    numbers.stdout), numbers.stdout
 
 
 def test_predict_function_checks_its_input_and_gets_true_labels(trained_tiny, tmp_path):
@@ -171,7 +175,7 @@ def with_stray_pixel(image):
     return Image.fromarray(canvas)
 
 
-def test_framing_settings_for_image_files(monkeypatch):
+def test_framing_settings_for_image_files(trained_tiny, tmp_path, monkeypatch, capsys):
     import predict
     ink = np.zeros((300, 300))
     ink[40:260, 140:143] = 1  # a thin vertical stroke, 3 px in 300
@@ -179,17 +183,32 @@ def test_framing_settings_for_image_files(monkeypatch):
     framed = predict.to_training_format(ink).reshape(56, 56)
     width = framed.sum(axis=1).max()
     assert framed[:, :20].sum() == 0 and width >= 3  # speck left out, stroke widened
-    monkeypatch.setattr(predict, "MIN_STROKE", 6.0)
-    assert predict.to_training_format(ink).reshape(56, 56).sum(axis=1).max() >= 6 > width - 1
-    assert predict.pen_width({"data": {"stroke_width": 7.5}}) == 6.0  # a set width wins
-    monkeypatch.setattr(predict, "SPECK_SHARE", 0.0)  # every blob counts: the speck too,
-    columns = np.flatnonzero(predict.to_training_format(ink).reshape(56, 56).any(0))
+    assert predict.to_training_format(ink, 6.0).reshape(56, 56).sum(axis=1).max() >= 6 > width - 1
+    assert predict.pen_width({"data": {"stroke_width": 7.5}}, 6.0) == 6.0  # a set width wins
+    # every blob counts with a speck share of 0: the speck too,
+    columns = np.flatnonzero(predict.to_training_format(ink, speck_share=0.0)
+                             .reshape(56, 56).any(0))
     assert columns.max() > 35  # which widens the crop: the stroke is pushed to the right
     # by default (0) the pen width is the one the checkpoint's training images have
-    monkeypatch.setattr(predict, "MIN_STROKE", 0.0)
     assert predict.pen_width({"data": {"stroke_width": 7.5}}) == 7.5
     assert predict.pen_width({"data": {}}) == predict.STROKE_IF_UNKNOWN  # older checkpoints
-    assert predict.to_training_format(ink, 9.0).reshape(56, 56).sum(axis=1).max() >= 9
+    assert predict.to_training_format(ink, 9.0, 0.0).reshape(56, 56).sum(axis=1).max() >= 9
+    # --min_stroke and --speck_share reach the framing of the files python predict.py reads
+    from PIL import Image
+    Image.fromarray((ink * 255).astype(np.uint8)).save(tmp_path / "thin.png")
+    work, _, _ = trained_tiny
+    seen = []
+    framing = predict.to_training_format
+    monkeypatch.setattr(predict, "to_training_format", lambda ink, *args: (
+        seen.append(framing(ink, *args)), seen[-1])[1])
+    for options in ([], ["--min_stroke", "9"], ["--speck_share=0"]):
+        monkeypatch.setattr("sys.argv", ["predict.py", str(tmp_path / "thin.png"),
+                                         f"--checkpoint={work / 'out' / 'best.keras'}", *options])
+        predict.main()
+    assert capsys.readouterr().out.count("thin.png: ") == 3
+    plain, wide, with_speck = (image.reshape(56, 56) for image in seen)
+    assert wide.sum(axis=1).max() >= 8 > plain.sum(axis=1).max()  # 9, give or take rounding
+    assert with_speck[:, :20].any() and not plain[:, :20].any()
 
 
 def test_stroke_width_of_images():

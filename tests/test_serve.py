@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 import serve
-from conftest import ROOT, assert_user_error, run_script
+from conftest import ROOT, assert_user_error, refusal, run_script
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
@@ -70,19 +70,16 @@ def test_bad_input_gets_a_clear_answer(client):
     assert client.get("/predict").status_code == 405
 
 
-def test_settings_of_serve(trained_digits, monkeypatch):
+def test_settings_of_serve(trained_digits):
     work, x, y = trained_digits
-    monkeypatch.setattr(serve, "TOP", 2)
-    monkeypatch.setattr(serve, "LABELS", "none")
-    monkeypatch.setattr(serve, "MAX_PIXELS", 5000)
-    app = serve.create_app(str(work / "out" / "best.keras")).test_client()
+    app = serve.create_app(str(work / "out" / "best.keras"), labels="none", top=2,
+                           max_pixels=5000).test_client()
     small = post(app, png_bytes((255 * x[0]).reshape(56, 56).astype(np.uint8)))
     assert [g["name"] for g in small.json["top"]] == [str(g["label"]) for g in small.json["top"]]
     assert len(small.json["top"]) == 2
     big = post(app, png_bytes(np.zeros((100, 100), np.uint8)))
     assert big.status_code == 400 and "over the limit of 5,000" in big.json["error"]
-    monkeypatch.setattr(serve, "MAX_UPLOAD_MB", 0.001)
-    app = serve.create_app(str(work / "out" / "best.keras")).test_client()
+    app = serve.create_app(str(work / "out" / "best.keras"), max_upload_mb=0.001).test_client()
     assert post(app, b"\0" * 2000).status_code == 413
 
 
@@ -93,8 +90,7 @@ def test_refused_at_start_with_one_line(tmp_path):
     other = keras.Sequential([keras.Input((10,)), keras.layers.Dense(3)])
     other.save(tmp_path / "other.keras")
     (tmp_path / "other.json").write_text('{"data": {"source": "x", "source_sha256": "0"}}')
-    assert_user_error(run_script("serve.py", "--checkpoint=other.keras", cwd=tmp_path),
-                      "another project")
+    assert "another project" in refusal(serve.main, f"--checkpoint={tmp_path / 'other.keras'}")
 
 
 @pytest.fixture
@@ -104,7 +100,7 @@ def server(trained_digits, tmp_path_factory):
     folder = tmp_path_factory.mktemp("served")
     process = subprocess.Popen(
         [sys.executable, os.path.join(ROOT, "serve.py"), str(work / "out" / "best.keras"),
-         "--host=127.0.0.1", "--port=0"], cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+         "--host=127.0.0.1", "--port", "0", "--top=2"], cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     line = process.stdout.readline()
     address = re.search(r"http://\S+", line)
     if not address:
@@ -143,7 +139,7 @@ def test_drawing_in_a_real_browser(server, tmp_path):
 
         def top_guess(driver):
             guesses = driver.find_elements(By.CSS_SELECTOR, "#top li")
-            return guesses[0].get_attribute("data-name") if len(guesses) == 3 else False
+            return guesses[0].get_attribute("data-name") if len(guesses) == 2 else False  # --top
         assert WebDriverWait(browser, 60).until(top_guess) == "1:1"
         assert browser.find_element(By.ID, "seen").get_attribute("src").startswith(
             "data:image/png;base64,")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import prepare_data
-from conftest import ROOT, assert_user_error, make_dataset, run_script, write_pickle
+from conftest import ROOT, assert_user_error, make_dataset, refusal, run_script, write_pickle
 
 SCRIPTS = ["prepare_data.py", "model.py", "augment.py", "train.py", "evaluate.py", "predict.py",
            "serve.py", "export.py", "bench/accuracy.py", "bench/speed.py", "bench/levers.py",
@@ -55,24 +55,27 @@ def test_train_then_evaluate_on_a_36_class_pickle(trained_tiny):
     assert_user_error(clobber, "other data", "--fresh=True")
 
 
-def test_evaluate_refuses_missing_and_foreign_checkpoints(tmp_path):
+def test_evaluate_refuses_missing_and_foreign_checkpoints(tmp_path, monkeypatch):
+    import evaluate
     assert_user_error(run_script("evaluate.py", "--checkpoint=none.keras", cwd=tmp_path),
                       "not found", "none.keras")
+    monkeypatch.chdir(tmp_path)
     (tmp_path / "fake.keras").write_text("not a model")
     (tmp_path / "fake.json").write_text(json.dumps({"data": {"source_sha256": "0"}}))
-    assert_user_error(run_script("evaluate.py", "--checkpoint=fake.keras", cwd=tmp_path),
-                      "not a loadable keras model")
+    assert "not a loadable Keras model" in refusal(evaluate.main, "--checkpoint=fake.keras")
     (tmp_path / "lonely.keras").write_text("x")
-    assert_user_error(run_script("evaluate.py", "--checkpoint=lonely.keras", cwd=tmp_path),
-                      "no readable run record")
+    assert "no readable run record" in refusal(evaluate.main, "--checkpoint=lonely.keras")
 
 
-def test_bad_overrides(tmp_path):
+def test_bad_overrides(tmp_path, monkeypatch):
+    import train
     assert_user_error(run_script("train.py", "--epochz=3", cwd=tmp_path), "unknown option",
                       "--epochs")
-    assert_user_error(run_script("train.py", "--epochs=three", cwd=tmp_path), "whole number")
-    assert_user_error(run_script("train.py", "--augment=maybe", cwd=tmp_path), "true or false")
-    assert_user_error(run_script("train.py", "--data=missing.pkl", cwd=tmp_path), "not found")
+    monkeypatch.chdir(tmp_path)
+    assert "whole number" in refusal(train.main, "--epochs=three")
+    assert "True or False" in refusal(train.main, "--augment=maybe")
+    assert "not found" in refusal(train.main, "--data=missing.pkl")
+    assert "unknown option '-s=7'" in refusal(train.main, "-s=7")  # not a data path
     assert not (tmp_path / "out" / "best.keras").exists()
 
 
@@ -92,7 +95,7 @@ def test_help_from_the_shell(tmp_path):
     for script, flag in (("train.py", "-h"), ("prepare_data.py", "--help")):
         result = run_script(script, flag, cwd=tmp_path)
         assert result.returncode == 0, result.stderr[-2000:]
-        assert "Settings (override any with --name=value):" in result.stdout
+        assert "Settings (override any with --name=value or --name value):" in result.stdout
         assert not list(tmp_path.iterdir())  # it explains and does nothing else
 
 
@@ -111,30 +114,42 @@ def test_help_into_a_closed_pipe_is_quiet():
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_every_script_explains_its_settings(script, monkeypatch, capsys):
     listed = help_of(script, monkeypatch, capsys)
-    assert "Settings (override any with --name=value):" in listed
+    assert "Settings (override any with --name=value or --name value):" in listed
     settings = re.findall(r"^  --(\w+)=(\S*) +(.*)$", listed, re.M)
     assert settings and all(comment for _, _, comment in settings), settings
+    # each line explains itself in the words a user types: --small_data, not SMALL_DATA
+    constants = {name.upper() for name, _, _ in settings} - {"JSON"}  # the format, too
+    for name, _, comment in settings:
+        assert not constants & set(re.findall(r"\b[A-Z][A-Z0-9_]+\b", comment)), (name, comment)
+        assert not re.search(r"\((below|above)\)", comment), (name, comment)
     if script == "train.py":  # the model's and augmentation's settings are train.py's too
         names = {name for name, _, _ in settings}
         assert {"epochs", "dense_units", "rotate", "lr_schedule"} <= names
         assert not names & {"preview", "side", "num_classes"}
 
 
-def test_a_lone_argument_is_the_data_path_where_that_is_obvious(tmp_path, tiny_pickle):
+def test_a_lone_argument_is_the_data_path_where_that_is_obvious(tmp_path, tiny_pickle,
+                                                                 monkeypatch):
+    import augment
+    import evaluate
+    import model
+    import train
     result = run_script("prepare_data.py", tiny_pickle, cwd=tmp_path)
     assert result.returncode == 0 and tiny_pickle in result.stdout, result.stderr[-2000:]
-    assert_user_error(run_script("train.py", "missing.pkl", cwd=tmp_path), "not found",
-                      "missing.pkl")
-    assert_user_error(run_script("evaluate.py", "none.keras", cwd=tmp_path), "none.keras")
-    for script, args in (("train.py", ("a.pkl", "b.pkl")), ("model.py", ("x",)),
-                         ("augment.py", ("x",))):
-        assert_user_error(run_script(script, *args, cwd=tmp_path), "unexpected argument")
+    monkeypatch.chdir(tmp_path)
+    message = refusal(train.main, "missing.pkl")
+    assert "not found" in message and "missing.pkl" in message
+    assert "none.keras" in refusal(evaluate.main, "none.keras")
+    for main, args in ((train.main, ("a.pkl", "b.pkl")), (model.main, ("x",)),
+                       (augment.main, ("x",))):
+        assert "unexpected argument" in refusal(main, *args)
 
 
 def test_settings_of_train_take_effect(tmp_path, tiny_pickle):
-    trained = run_script("train.py", tiny_pickle, "--epochs=1", "--batch_size=100",
-                         "--dense_units=32", "--filters_1=8", "--seed=5", "--out_dir=o",
-                         "--prepared_dir=p", "--verbose=0", "--augment=False", cwd=tmp_path)
+    # as a user types them: --name value as well as --name=value
+    trained = run_script("train.py", tiny_pickle, "--epochs", "1", "--batch_size=100",
+                         "--dense_units", "32", "--filters_1=8", "--seed", "5", "--out_dir=o",
+                         "--prepared_dir=p", "--verbose=0", "--augment", "False", cwd=tmp_path)
     assert trained.returncode == 0, trained.stderr[-2000:]
     assert "Epoch" not in trained.stdout  # --verbose=0
     assert "augmentation off" in trained.stdout
@@ -146,54 +161,71 @@ def test_settings_of_train_take_effect(tmp_path, tiny_pickle):
     assert record["settings"]["BATCH_SIZE"] == 100 and net.optimizer.iterations.numpy() == 3
 
 
-def test_settings_of_the_optimiser(monkeypatch):
+def test_settings_of_the_optimiser():
     import keras
     import train
-    assert type(train.new_model().optimizer) is keras.optimizers.Adam
-    monkeypatch.setattr(train, "WEIGHT_DECAY", 0.05)
-    monkeypatch.setattr(train, "LABEL_SMOOTHING", 0.2)
-    monkeypatch.setattr(train, "LEARNING_RATE", 0.01)
-    model = train.new_model()
+    settings, _ = train.resolve(train.defaults(), 20000)
+    assert type(train.new_model(settings).optimizer) is keras.optimizers.Adam
+    model = train.new_model(train.resolve(train.defaults(
+        weight_decay=0.05, label_smoothing=0.2, learning_rate=0.01), 20000)[0])
     assert type(model.optimizer) is keras.optimizers.AdamW
     assert model.optimizer.weight_decay == 0.05
     assert abs(float(model.optimizer.learning_rate) - 0.01) < 1e-9
     assert model.loss.label_smoothing == 0.2
 
 
-def test_augment_setting_switches_augmentation_off(monkeypatch):
+def test_augment_settings_reach_the_pipeline():
     import train
     x, y = make_dataset(per_class=1)
-    monkeypatch.setattr(train, "AUGMENT", False)
-    images = np.concatenate([b.numpy() for b, _ in train.make_training_dataset(x, y, 16, 0, 1)])
     originals = {image.tobytes() for image in x.reshape(-1, 56, 56, 1).astype(np.float32)}
-    assert all(image.tobytes() in originals for image in images)
+
+    def unchanged(**overrides):
+        settings, _ = train.resolve(train.defaults(batch_size=16, **overrides), len(y))
+        images = np.concatenate([b.numpy() for b, _ in
+                                 train.make_training_dataset(x, y, settings, 0, 1)])
+        return np.mean([image.tobytes() in originals for image in images])
+    assert unchanged() < 0.5  # augmented by default
+    assert unchanged(augment=False) == 1
+    assert unchanged(crop_px=0, scale=0.0, rotate=0) == 1  # augment.py's ranges, from train.py
+    assert unchanged(share=0.0) == 1
+    assert unchanged(crop_px=0, scale=0.0, rotate=0, stroke=1.0) == 0  # every stroke width
 
 
-def test_settings_of_evaluate_take_effect(trained_tiny, monkeypatch):
+def test_settings_of_evaluate_take_effect(trained_tiny, tmp_path, monkeypatch, capsys):
     import evaluate
-    work, _, _ = trained_tiny
+    work, data, _ = trained_tiny
     few = run_script("evaluate.py", "--top_confusions=1", "--labels=none", "--split=val",
                      cwd=work)
     assert few.returncode == 0, few.stderr[-2000:]
     pairs = few.stdout.split("most confused pairs")[1].strip().splitlines()[1:-1]
     assert len(pairs) <= 1 and "val accuracy" in few.stdout
     assert not re.search(r"\d+:[A-Z0-9] ", few.stdout)  # --labels=none: numbers only
+    # --batch_size, --data and --prepared_dir, in this process: main() with those arguments
     sizes = []
     model, _ = evaluate.load_checkpoint(str(work / "out" / "best.keras"))
     forward = evaluate._inference(model)
     monkeypatch.setattr(evaluate, "_inference", lambda m: lambda batch: (
         sizes.append(len(batch)), forward(batch))[1])
-    monkeypatch.setattr(evaluate, "BATCH_SIZE", 7)
-    evaluate.predict_probabilities(model, np.zeros((20, 3136), np.uint8))
-    assert sizes == [7, 7, 6]
+    monkeypatch.setattr("sys.argv", ["evaluate.py", str(work / "out" / "best.keras"),
+                                     "--batch_size", "30", f"--data={data}",
+                                     f"--prepared_dir={tmp_path / 'elsewhere'}"])
+    evaluate.main()
+    assert sizes == [30, 30, 12]  # the 72 test images
+    assert list((tmp_path / "elsewhere").glob("prepared-*.npz"))
+    assert capsys.readouterr().out.strip().endswith("/72)")
 
 
-def test_every_setting_is_exercised_by_a_test(monkeypatch, capsys):
-    """A setting that no test sets is a setting nothing proves works."""
+def test_every_setting_has_a_test_that_shows_its_effect(monkeypatch, capsys):
+    """Each setting that a script's --help lists is in tests/settings_proofs.py, with the
+    tests that fail if it stops taking effect (or why none can), and those tests exist."""
+    from settings_proofs import NOT_SHOWN, PROOFS
     tests = "".join(open(path).read() for path in glob.glob(os.path.join(ROOT, "tests", "*.py")))
-    missing = []
+    missing, unknown = [], []
     for script in SCRIPTS:
         for name in re.findall(r"^  --(\w+)=", help_of(script, monkeypatch, capsys), re.M):
-            if not re.search(rf"--{name}=|\b{name}=|\"{name.upper()}\"", tests):
-                missing.append(f"{script} --{name}")
-    assert not missing, " ".join(missing)
+            key = f"{script} --{name}"
+            if key not in PROOFS and key not in NOT_SHOWN:
+                missing.append(key)
+            unknown += [test for test in PROOFS.get(key, ()) if f"def {test}(" not in tests]
+    assert not missing, "settings with no test named in settings_proofs.py: " + " ".join(missing)
+    assert not unknown, "named tests that do not exist: " + " ".join(sorted(set(unknown)))
