@@ -33,10 +33,10 @@ from bench.reference import STEPS, train_reference  # noqa: E402
 _FIXED = ("ROOT", "STEPS")  # not settings: where the repo is, and an imported default
 DATA = "../shared/data/dev36.npz"  # a train.pkl, an .npz (x_packed or x, y), or "embedded"
 SEEDS = 3                  # seeds 1 to this; each gives its own split and initialisation
-REFERENCE_AUGMENT = False  # the reference with its imgaug pipeline on every batch
+REFERENCE_AUGMENT = False  # True: the reference with its imgaug pipeline on every batch
 REFERENCE_STEPS = STEPS    # the reference trains this many batches of 32
 TRAIN_ARGS = ""            # extra overrides for train.py, e.g. "--dropout=0.3 --batch_size=128"
-QUICK = False              # iterate fast: 1 seed, 4,000 reference steps; figures not final
+QUICK = False              # True: iterate fast, 1 seed and 4,000 reference steps; not final
 WORK_DIR = "bench/runs"    # runs and cached reference results (not in git)
 OUTPUT = ""                # Markdown table (default: bench/results/accuracy-<data>.md)
 

@@ -107,7 +107,7 @@ JOBS = 2                   # runs at once, each with (CPU cores / this) threads
 RUN = True                 # False: train nothing, only write the table from the cached runs
 SPLIT = "val"              # the split scored: val to choose; test only for the final check
                            # (written to --output with -test before .md)
-QUICK = False              # 1 seed, datasets letters26, dev36-small and embedded; labelled
+QUICK = False              # True: 1 seed, datasets letters26, dev36-small and embedded; labelled
 WORK_DIR = "bench/runs/levers"  # datasets, runs and the cache (not in git)
 OUTPUT = "bench/results/levers.md"  # the Markdown table (-quick.md in quick mode)
 

@@ -37,9 +37,9 @@ from bench.reference import BATCH_SIZE as REFERENCE_BATCH  # noqa: E402
 from bench.reference import plain_epoch  # noqa: E402
 
 _FIXED = ("ROOT", "REFERENCE_BATCH")  # not settings: where the repo is, an imported constant
-DATA = "../shared/data/train.pkl"  # used when present; otherwise generated images
-TRAIN_IMAGES = 18_082              # the real data's training split
-TEST_IMAGES = 6_026                # and its test split (timed inference)
+DATA = "../shared/data/train.pkl"  # the data to time, if present; otherwise generated images
+TRAIN_IMAGES = 18_082              # training images, as many as the real data's training split
+TEST_IMAGES = 6_026                # test images for timed inference (the real test split's size)
 EPOCHS = 3                         # timed epochs per configuration; the first also traces
 OUTPUT = "bench/results/speed.md"  # Markdown copy of the figures
 
