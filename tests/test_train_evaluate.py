@@ -8,7 +8,6 @@ import re
 import numpy as np
 import pytest
 
-import prepare_data
 from conftest import ROOT, assert_user_error, make_dataset, refusal, run_script, write_pickle
 
 SCRIPTS = ["prepare_data.py", "model.py", "augment.py", "train.py", "evaluate.py", "predict.py",
