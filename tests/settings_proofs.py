@@ -90,6 +90,8 @@ PROOFS = {
     **{f"bench/levers.py --{name}": (LEVERS,)
        for name in ("finalists", "seeds", "only", "datasets", "train_args", "run", "split",
                     "quick", "work_dir", "output")},
+    **{f"bench/profile.py --{name}": ("test_profile_breaks_a_step_down",)
+       for name in ("batch_size", "pipeline_steps", "output")},
     **{f"bench/ceiling.py --{name}": (CEILING,)
        for name in ("data", "data_seed", "split", "shift", "labels", "top_confusions",
                     "prepared_dir", "output")},
@@ -97,6 +99,8 @@ PROOFS = {
 NOT_SHOWN = {
     "bench/speed.py --epochs": "how many epochs are timed: it changes how long the timing "
                                "takes, which no test measures",
+    "bench/profile.py --repeats": "how many timed calls give each median: it changes how steady "
+                                  "the figures are, not what they measure",
     "bench/levers.py --jobs": "how many runs share the machine: it changes the wall time, not "
                               "any figure a test can read",
 }

@@ -181,3 +181,29 @@ def test_deeper_probe_trains_its_own_network_with_train_py_recipe(tmp_path, tiny
     assert settings["WIDTHS"] == "8p,16,12p" and settings["DENSE_UNITS"] == 24
     assert "FILTERS_2" not in settings
     assert not settings["AUGMENT"] and record["best_epoch"] == 1
+
+
+def test_profile_breaks_a_step_down(tmp_path):
+    result = run_script("bench/profile.py", "--repeats=2", "--pipeline_steps=3",
+                        "--batch_size=16", f"--output={tmp_path / 'profile.md'}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    table = (tmp_path / "profile.md").read_text()
+    rows = {line.split(" | ")[0].strip("| *"): line for line in table.splitlines()
+            if line.startswith("| ")}
+    # every layer that computes, both ways, then the optimiser, the sum, the step, the pipeline
+    for part in ("conv2d forward", "conv2d backward", "conv2d_1 backward", "max_pooling2d forward",
+                 "dense backward", "probabilities forward", "dropout forward",
+                 "optimiser update (Adam, all weights)", "the parts, added up",
+                 "the whole step: model.fit on one cached batch"):
+        assert part in rows, part
+    assert "flatten forward" not in rows  # a reshape: not timed
+    assert "batch 16" in table  # --batch_size
+    parts = [float(line.split(" | ")[1]) for name, line in rows.items()
+             if name.endswith(("forward", "backward")) or name.startswith("optimiser")]
+    total = float(rows["the parts, added up"].split(" | ")[1].strip("*"))
+    assert abs(sum(parts) - total) < 0.01 + 1e-3 * len(parts) and total > 0
+    # the first convolution does 2 x 5x5 x 28x28x32 multiply-adds an image: its rate is that
+    # over its time
+    forward = rows["conv2d forward"].split(" | ")
+    rate = 2 * 25 * 28 * 28 * 32 * 16 / (float(forward[1]) / 1e3) / 1e9
+    assert abs(float(forward[3].split()[0]) - rate) <= max(1, 0.02 * rate), (forward, rate)

@@ -12,7 +12,7 @@ from conftest import ROOT, assert_user_error, make_dataset, refusal, run_script,
 
 SCRIPTS = ["prepare_data.py", "model.py", "augment.py", "train.py", "evaluate.py", "predict.py",
            "serve.py", "export.py", "bench/accuracy.py", "bench/speed.py", "bench/levers.py",
-           "bench/ceiling.py", "bench/deeper.py"]
+           "bench/ceiling.py", "bench/deeper.py", "bench/profile.py"]
 
 
 def test_train_then_evaluate_on_a_36_class_pickle(trained_tiny):
