@@ -113,7 +113,7 @@ def configure(*namespaces, argv=None, positional=None):
             if isinstance(values[key], bool) and (following is None or
                                                   following.lower() not in _TRUE + _FALSE):
                 text = "true"
-            elif following is None:
+            elif following is None or following.startswith("--"):  # the next option, not a value
                 raise UserError(f"{arg} needs a value: {arg}=VALUE or {arg} VALUE")
             else:
                 text, position = following, position + 1
@@ -122,7 +122,8 @@ def configure(*namespaces, argv=None, positional=None):
         if loose and (positional is None or len(loose) > 1):
             takes = f"only one, the --{positional.lower()} path" if positional else "none"
             raise UserError(f"unexpected argument(s) {' '.join(loose)}: this script takes "
-                            f"{takes}; settings are given as --name=value (--help lists them)")
+                            f"{takes}; settings are given as --name=value or --name value (--help lists "
+                            f"them)")
         if loose:
             values[positional] = loose[0]
     settings = make_settings({key.lower(): value for key, value in values.items()})

@@ -45,8 +45,8 @@ PATIENCE = 6              # epochs without a better validation accuracy before t
                           # (never under cosine decay: stopping would cut it short)
 WEIGHT_DECAY = 0.0        # >0: AdamW, with decoupled weight decay of this strength
 LABEL_SMOOTHING = 0.0     # >0: spread this much of each target over the other classes
-AUGMENT = True            # random crop, scale and rotation of training images (settings below
-                          # from augment.py)
+AUGMENT = True            # random crop, scale and rotation of training images (their ranges:
+                          # --crop_px, --scale, --rotate and augment.py's other settings)
 AUGMENT_EPOCHS = -1       # >0: augment only the first this many epochs, then clean images;
                           # 0: augment throughout; -1: by --small_data
 SMALL_DATA = 10000        # training splits of fewer images than this get cosine decay and

@@ -44,6 +44,7 @@ def test_settings_are_frozen_values():
     (["-e=3"], ["unknown option '-e=3'"]),
     (["-s"], ["unknown option '-s'"]),
     (["--epochs"], ["--epochs needs a value"]),
+    (["--data", "--fresh"], ["--data needs a value"]),  # an option is not a value
     (["--epochs", "three"], ["--epochs=three", "whole number"]),
     (["--fresh=maybe"], ["true or false"]),
     (["--side=3"], ["unknown option"]),  # a fact of the format, not a setting
