@@ -16,9 +16,9 @@ import math
 
 import numpy as np
 
-from common import UserError, configure, pick, quiet_native_stderr, run
-with quiet_native_stderr():  # TensorFlow's C++ start-up lines, shown only if it fails
-    import tensorflow as tf
+from common import UserError, configure, lazy_import, pick, run, start_tensorflow
+
+tf = lazy_import("tensorflow")  # loaded on first use: --help and mistakes answer at once
 
 CROP_PX = 3            # crop 0 to this many pixels from each side, then resize back (a zoom)
 SCALE = 0.1            # scale by a random factor in 1 +- this (both axes alike with --keep_aspect)
@@ -198,6 +198,7 @@ def main(argv=None):
     output, rows, copies_per_row = "augment_grid.png", 8, 7  # originals, then copies of each
     x = prepare(verbose=False)["x_train"]  # the default data: data/train.pkl or embedded
     x = x[np.linspace(0, len(x) - 1, rows).astype(int)].reshape(-1, 56, 56, 1)
+    start_tensorflow()
     copies = [augment_in_graph(tf.constant(x), tf.constant([0, c], tf.int64), backend,
                                **ranges).numpy() for c in range(copies_per_row)]
     columns = [x] + copies

@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import difflib
 import functools
+import importlib
 import os
 import re
 import sys
@@ -217,6 +218,35 @@ def write_text_atomic(path, text):
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+
+
+def lazy_import(name):
+    """A module imported on first use: `tf = lazy_import("tensorflow")` at the top of a script
+    reads like an import, but TensorFlow (seconds of start-up) loads only when the work first
+    touches `tf.something`, after the settings and inputs are checked, so that --help and a
+    user's mistake answer at once. Its C++ start-up lines are kept quiet (quiet_native_stderr)."""
+    return _LazyModule(name)
+
+
+def start_tensorflow():
+    """Starts TensorFlow's runtime with its C++ notices (no GPU driver, and so on) kept quiet:
+    called where a script's TensorFlow work begins, once its inputs are checked."""
+    with quiet_native_stderr():
+        importlib.import_module("tensorflow").config.list_logical_devices()
+
+
+class _LazyModule:
+    def __init__(self, name):
+        self._name, self._module = name, None
+
+    def __getattr__(self, attribute):
+        if self._module is None:
+            with quiet_native_stderr():
+                self._module = importlib.import_module(self._name)
+        return getattr(self._module, attribute)
+
+    def __repr__(self):
+        return f"<module {self._name!r}, {'loaded' if self._module else 'loaded on first use'}>"
 
 
 @contextlib.contextmanager

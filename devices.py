@@ -1,19 +1,23 @@
 """Where train.py trains: the CPU or one GPU, several GPUs (MirroredStrategy), or several
 processes or machines (MultiWorkerMirroredStrategy, when TF_CONFIG is set)."""
+import importlib.metadata
+import json
 import os
 
-from common import UserError, quiet_native_stderr
-with quiet_native_stderr():  # TensorFlow's C++ start-up lines, shown only if it fails
-    import keras
-    import tensorflow as tf
+from common import UserError, lazy_import
+
+keras = lazy_import("keras")  # loaded on first use (common.lazy_import)
+tf = lazy_import("tensorflow")
 
 # Keras releases (major.minor) under which mend_keras_for_multiworker has passed the two-worker
 # test; requirements.txt admits only these.
 MENDED_KERAS = ("3.15",)
 
 
-def check_keras_for_multiworker(version=keras.__version__):
-    """A UserError if this Keras is not one the multi-worker mend is known to work with."""
+def check_keras_for_multiworker(version=None):
+    """A UserError if this Keras (or `version`) is not one that the multi-worker mend is
+    known to work with."""
+    version = version or importlib.metadata.version("keras")  # without importing it
     if ".".join(version.split(".")[:2]) not in MENDED_KERAS:
         raise UserError(f"TF_CONFIG is set, but multi-worker training is tested only with "
                         f"Keras {', '.join(MENDED_KERAS)} (this is {version}): install "
@@ -32,15 +36,19 @@ def distribution_strategy(distribute):
     return tf.distribute.get_strategy()
 
 
-def worker_role(strategy):
-    """(is_chief, description) of this process in a multi-worker cluster (chief alone)."""
-    resolver = getattr(strategy, "cluster_resolver", None)
-    if resolver is None or not resolver.task_type:
+def worker_role(distribute):
+    """(is_chief, description) of this process in the multi-worker cluster that TF_CONFIG
+    describes when --distribute=auto (True, "" when it trains alone). Read from TF_CONFIG
+    itself, as TensorFlow reads it, so that it is known before TensorFlow starts."""
+    try:
+        config = json.loads(os.environ.get("TF_CONFIG") or "{}") if distribute == "auto" else {}
+        task_type, task_id = config["task"]["type"], int(config["task"].get("index", 0))
+        cluster = config["cluster"]
+    except (ValueError, KeyError, TypeError):
         return True, ""
-    has_chief = "chief" in resolver.cluster_spec().as_dict()
-    chief = resolver.task_type == "chief" or (not has_chief and resolver.task_type == "worker"
-                                               and resolver.task_id == 0)
-    return chief, f"{resolver.task_type} {resolver.task_id}{' (chief)' if chief else ''}"
+    chief = task_type == "chief" or ("chief" not in cluster and task_type == "worker"
+                                     and task_id == 0)
+    return chief, f"{task_type} {task_id}{' (chief)' if chief else ''}"
 
 
 def describe_devices(strategy):

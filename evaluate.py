@@ -12,14 +12,13 @@ import json
 import os
 
 import numpy as np
-from sklearn.metrics import classification_report, confusion_matrix
 
-from common import UserError, configure, quiet_native_stderr, run
-with quiet_native_stderr():  # TensorFlow's C++ start-up lines, shown only if it fails
-    import keras
-    import tensorflow as tf
-    tf.config.list_logical_devices()
-import prepare_data  # noqa: E402
+from common import UserError, configure, lazy_import, quiet_native_stderr, run
+import prepare_data
+
+keras = lazy_import("keras")  # loaded on first use: --help and mistakes answer at once
+tf = lazy_import("tensorflow")
+sklearn_metrics = lazy_import("sklearn.metrics")  # likewise: a second to import
 
 CHECKPOINT = "out/best.keras"  # a model written by train.py
 DATA = ""                      # the data file, if it has moved ("": where the run record says)
@@ -37,22 +36,34 @@ def record_path(checkpoint):
 
 def load_checkpoint(path):
     """(model, run record) with clear errors for a missing, foreign or damaged checkpoint."""
+    record = read_record(path)
+    return load_network(path), record
+
+
+def load_network(path):
+    """The Keras model in checkpoint `path`, or a clear error if the file is not one."""
+    try:
+        with quiet_native_stderr():  # the first TensorFlow work starts its runtime: C++ notices
+            return keras.saving.load_model(path)
+    except Exception as error:  # Keras raises many types for a file that is not a model
+        raise UserError(f"{path} is not a loadable Keras model ({type(error).__name__}): pass "
+                        f"the best.keras that train.py wrote") from None
+
+
+def read_record(path):
+    """The run record of checkpoint `path` (best.json beside best.keras), read before the
+    model so that a missing file answers at once."""
     if not os.path.isfile(path):
         raise UserError(f"checkpoint not found: {path} (train one with python train.py, "
                         f"or pass --checkpoint=PATH to a .keras file it wrote)")
     try:
         with open(record_path(path)) as f:
             record = json.load(f)
-        record["data"]["source_sha256"]
+        record["data"]["source"], record["data"]["source_sha256"], record["data"]["seed"]
     except (OSError, ValueError, KeyError, TypeError):
         raise UserError(f"{path} has no readable run record at {record_path(path)}: evaluate "
                         f"a best.keras written by train.py, with its best.json beside it") from None
-    try:
-        model = keras.saving.load_model(path)
-    except Exception as error:  # Keras raises many types for a file that is not a model
-        raise UserError(f"{path} is not a loadable Keras model ({type(error).__name__}): pass "
-                        f"the best.keras that train.py wrote") from None
-    return model, record
+    return record
 
 
 def load_split(record, split, data="", prepared_dir=PREPARED_DIR):
@@ -138,20 +149,25 @@ def write_plots(checkpoint, split, record, x, y, probabilities, names, matrix):
 def main(argv=None):
     settings = configure(globals(), positional="CHECKPOINT", argv=argv)
     split, checkpoint = settings.split, settings.checkpoint
-    model, record = load_checkpoint(checkpoint)
+    if settings.batch_size < 1:
+        raise UserError(f"--batch_size={settings.batch_size}: it must be at least 1")
+    record = read_record(checkpoint)  # and the data, before the model: mistakes answer at once
     names = prepare_data.class_names(settings.labels, record["data"]["source"])
     x, y = load_split(record, split, settings.data, settings.prepared_dir)
+    model = load_network(checkpoint)
     check_compatible(model, prepare_data.NUM_CLASSES)
     probabilities = predict_probabilities(model, x, settings.batch_size)
     predicted = probabilities.argmax(axis=1)
     present = sorted(set(y.tolist()) | set(predicted.tolist()))
-    matrix = confusion_matrix(y, predicted, labels=range(prepare_data.NUM_CLASSES))
+    matrix = sklearn_metrics.confusion_matrix(y, predicted,
+                                              labels=range(prepare_data.NUM_CLASSES))
     print(f"checkpoint {checkpoint}: epoch {record.get('best_epoch')}, "
           f"val_accuracy {record.get('val_accuracy', float('nan')):.4f}; "
           f"data {record['data']['source']} (seed {record['data']['seed']})")
     print(f"\nper-class report, {split} split:")
-    print(classification_report(y, predicted, labels=present, digits=3, zero_division=0,
-                                target_names=[names[label] for label in present]))
+    print(sklearn_metrics.classification_report(
+        y, predicted, labels=present, digits=3, zero_division=0,
+        target_names=[names[label] for label in present]))
     print(f"most confused pairs, {split} split (true -> predicted, count, share of the class):")
     print("\n".join(confused_pairs(matrix, names, settings.top_confusions)))
     if settings.plots:

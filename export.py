@@ -13,11 +13,12 @@ Loading either needs TensorFlow (or a TFLite runtime) only, not this repository:
 import os
 import shutil
 
-from common import UserError, atomic_path, configure, quiet_native_stderr, run, write_text_atomic
-with quiet_native_stderr():  # TensorFlow's C++ start-up lines, shown only if it fails
-    import tensorflow as tf
-import evaluate  # noqa: E402
-import prepare_data  # noqa: E402
+from common import UserError, atomic_path, configure, lazy_import, quiet_native_stderr, run, \
+    write_text_atomic
+import evaluate
+import prepare_data
+
+tf = lazy_import("tensorflow")  # loaded on first use: --help and mistakes answer at once
 
 CHECKPOINT = "out/best.keras"  # a model written by train.py
 EXPORT_DIR = "export"          # where the SavedModel, the TFLite file and labels.txt go

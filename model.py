@@ -3,11 +3,11 @@
     python model.py                  # prints the summary and parameter count
     python model.py --dense_units=256
 """
-from common import configure, pick, quiet_native_stderr, run
-with quiet_native_stderr():  # TensorFlow's C++ start-up lines, shown only if it fails
-    import keras
-    from keras import layers
-import prepare_data  # noqa: E402  (the data format: 56x56 images, 36 classes)
+from common import configure, lazy_import, pick, run, start_tensorflow
+import prepare_data  # the data format: 56x56 images, 36 classes
+
+keras = lazy_import("keras")  # loaded on first use: --help answers at once
+layers = lazy_import("keras.layers")
 
 FILTERS_1 = 32        # filters of the first convolution (stroke pieces)
 KERNEL_1 = 5          # kernel size of the first convolution: 5x5 sees a stroke's direction
@@ -39,6 +39,7 @@ def build_model(num_classes=prepare_data.NUM_CLASSES, filters_1=FILTERS_1, kerne
 
 def main(argv=None):
     settings = configure(globals(), argv=argv)
+    start_tensorflow()
     model = build_model(**pick(settings, globals()))
     model.summary()
     print(f"parameters: {model.count_params():,}")

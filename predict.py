@@ -18,12 +18,11 @@ import os
 
 import numpy as np
 
-from common import UserError, configure, quiet_native_stderr, run
-with quiet_native_stderr():  # TensorFlow's C++ start-up lines, shown only if it fails
-    import tensorflow as tf
-    tf.config.list_logical_devices()
-import evaluate  # noqa: E402
-import prepare_data  # noqa: E402
+from common import UserError, configure, lazy_import, run
+import evaluate
+import prepare_data
+
+tf = lazy_import("tensorflow")  # loaded on first use: --help and mistakes answer at once
 
 CHECKPOINT = "out/best.keras"  # a model written by train.py
 LABELS = "auto"                # class names: auto (by the checkpoint's data), none, or a PATH
@@ -158,7 +157,7 @@ def predict(images, checkpoint=CHECKPOINT):
 
 def main(argv=None):
     settings, paths = configure(globals(), positional="*", argv=argv)
-    _, record = load_model(settings.checkpoint)
+    record = evaluate.read_record(settings.checkpoint)  # the model loads once inputs are read
     names_in, images = read_inputs(paths, pen_width(record, settings.min_stroke),
                                    settings.speck_share)
     class_names = prepare_data.class_names(settings.labels, record["data"]["source"])

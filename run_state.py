@@ -15,10 +15,10 @@ import math
 import os
 import shutil
 
-from common import UserError, atomic_path, quiet_native_stderr, write_text_atomic
-with quiet_native_stderr():  # TensorFlow's C++ start-up lines, shown only if it fails
-    import keras
-import prepare_data  # noqa: E402
+from common import UserError, atomic_path, lazy_import, write_text_atomic
+import prepare_data
+
+keras = lazy_import("keras")  # loaded on first use: checking a run's records needs none
 
 
 def read_json(path):
@@ -140,64 +140,69 @@ def start_or_resume(out_dir, data, settings, fresh, resumable, chief=True):
     return run_info, resume_path, epochs_done, history, best_record
 
 
-class KeepBest(keras.callbacks.Callback):
-    """After every epoch: saves best.keras (atomically) only when validation accuracy beats
-    the best so far, keeps best.json and the run's history up to date, saves a resume point,
-    and stops after `patience` epochs without improvement (None: never). Stops with a clear
-    error if the loss turns NaN, leaving the last good files untouched. A worker that is not
-    the chief writes the same files into a scratch folder, never over the chief's."""
+def keep_best(out_dir, run_info, history, best_record, patience, write_dir=None):
+    """A Keras callback that after every epoch saves best.keras (atomically) only when
+    validation accuracy beats the best so far, keeps best.json and the run's history up to
+    date, saves a resume point, and stops after `patience` epochs without improvement (None:
+    never). Stops with a clear error if the loss turns NaN, leaving the last good files
+    untouched. A worker that is not the chief writes the same files into a scratch folder,
+    never over the chief's. (The class is made here, when training starts: its base is
+    Keras's, and importing run_state.py must not load TensorFlow.)"""
 
-    def __init__(self, out_dir, run_info, history, best_record, patience, write_dir=None):
-        super().__init__()
-        self.out_dir, self.run_info, self.history = out_dir, run_info, history
-        self.patience = patience
-        self.write_dir = write_dir or out_dir
-        best_record = best_record or {}
-        self.best_saved = {key: best_record[key] for key in ("val_accuracy", "val_loss")
-                           if key in best_record}  # an earlier run's best, if any
-        self.best_epoch = best_record.get("best_epoch", 0)
-        self.owns_best = best_record.get("run_id") == run_info["run_id"]
+    class KeepBest(keras.callbacks.Callback):
+        def __init__(self, out_dir, run_info, history, best_record, patience, write_dir=None):
+            super().__init__()
+            self.out_dir, self.run_info, self.history = out_dir, run_info, history
+            self.patience = patience
+            self.write_dir = write_dir or out_dir
+            best_record = best_record or {}
+            self.best_saved = {key: best_record[key] for key in ("val_accuracy", "val_loss")
+                               if key in best_record}  # an earlier run's best, if any
+            self.best_epoch = best_record.get("best_epoch", 0)
+            self.owns_best = best_record.get("run_id") == run_info["run_id"]
 
-    @property
-    def history_path(self):
-        return history_path(self.write_dir, self.run_info["run_id"], self.owns_best)
+        @property
+        def history_path(self):
+            return history_path(self.write_dir, self.run_info["run_id"], self.owns_best)
 
-    def on_train_batch_end(self, batch, logs=None):
-        loss = (logs or {}).get("loss")
-        if loss is not None and not math.isfinite(float(loss)):
-            raise UserError(f"the loss became {float(loss)} (training diverged) and was "
-                            f"stopped; {self.out_dir} keeps the last good model: lower "
-                            f"--learning_rate and start again with --fresh=True")
+        def on_train_batch_end(self, batch, logs=None):
+            loss = (logs or {}).get("loss")
+            if loss is not None and not math.isfinite(float(loss)):
+                raise UserError(f"the loss became {float(loss)} (training diverged) and was "
+                                f"stopped; {self.out_dir} keeps the last good model: lower "
+                                f"--learning_rate and start again with --fresh=True")
 
-    def on_epoch_end(self, epoch, logs=None):
-        rate = keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)  # schedules too
-        row = {"epoch": epoch + 1, **{k: float(v) for k, v in logs.items()},
-               "learning_rate": float(rate)}
-        self.history.append(row)
-        if score(row) > score(self.best_saved):
-            with atomic_path(os.path.join(self.write_dir, "best.keras")) as tmp:
+        def on_epoch_end(self, epoch, logs=None):
+            rate = keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)  # schedules too
+            row = {"epoch": epoch + 1, **{k: float(v) for k, v in logs.items()},
+                   "learning_rate": float(rate)}
+            self.history.append(row)
+            if score(row) > score(self.best_saved):
+                with atomic_path(os.path.join(self.write_dir, "best.keras")) as tmp:
+                    self.model.save(tmp)
+                if not self.owns_best and os.path.exists(self.history_path):
+                    os.remove(self.history_path)  # from now on in history.csv, beside its model
+                self.best_saved, self.best_epoch, self.owns_best = row, epoch + 1, True
+            if self.owns_best:
+                record = {**self.run_info, "best_epoch": self.best_epoch,
+                          "val_accuracy": self.best_saved["val_accuracy"],
+                          "val_loss": self.best_saved["val_loss"], "history": self.history}
+                write_text_atomic(os.path.join(self.write_dir, "best.json"),
+                                  json.dumps(record, indent=1) + "\n")
+            write_history(self.history_path, self.history)
+            self.save_resume_point(epoch + 1)
+            if stopped_improving(self.history, self.patience):
+                self.model.stop_training = True
+
+        def save_resume_point(self, epochs_done):
+            """One complete file per point, named by its epoch: a kill mid-write leaves only a
+            temporary file, and the previous point is removed once the new one is in place."""
+            resume_dir = os.path.join(self.write_dir, "resume")
+            name = f"epoch-{epochs_done:04d}.keras"
+            with atomic_path(os.path.join(resume_dir, name)) as tmp:
                 self.model.save(tmp)
-            if not self.owns_best and os.path.exists(self.history_path):
-                os.remove(self.history_path)  # from now on in history.csv, beside its model
-            self.best_saved, self.best_epoch, self.owns_best = row, epoch + 1, True
-        if self.owns_best:
-            record = {**self.run_info, "best_epoch": self.best_epoch,
-                      "val_accuracy": self.best_saved["val_accuracy"],
-                      "val_loss": self.best_saved["val_loss"], "history": self.history}
-            write_text_atomic(os.path.join(self.write_dir, "best.json"),
-                              json.dumps(record, indent=1) + "\n")
-        write_history(self.history_path, self.history)
-        self.save_resume_point(epoch + 1)
-        if stopped_improving(self.history, self.patience):
-            self.model.stop_training = True
+            for old in glob.glob(os.path.join(resume_dir, "epoch-*.keras")):
+                if os.path.basename(old) != name:
+                    os.remove(old)
 
-    def save_resume_point(self, epochs_done):
-        """One complete file per point, named by its epoch: a kill mid-write leaves only a
-        temporary file, and the previous point is removed once the new one is in place."""
-        resume_dir = os.path.join(self.write_dir, "resume")
-        name = f"epoch-{epochs_done:04d}.keras"
-        with atomic_path(os.path.join(resume_dir, name)) as tmp:
-            self.model.save(tmp)
-        for old in glob.glob(os.path.join(resume_dir, "epoch-*.keras")):
-            if os.path.basename(old) != name:
-                os.remove(old)
+    return KeepBest(out_dir, run_info, history, best_record, patience, write_dir)

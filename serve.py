@@ -19,8 +19,8 @@ import os
 import numpy as np
 
 from common import UserError, configure, run
-import predict  # noqa: E402  (imports TensorFlow, quietly)
-import prepare_data  # noqa: E402
+import predict
+import prepare_data
 
 CHECKPOINT = "out/best.keras"  # a model written by train.py
 HOST = "127.0.0.1"             # where to listen: 127.0.0.1 is this machine only

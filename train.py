@@ -17,17 +17,17 @@ import shutil
 import sys
 import time
 
-from common import UserError, as_record, configure, defaults as defaults_of, pick, \
-    quiet_native_stderr, run
-with quiet_native_stderr():  # TensorFlow's C++ start-up lines, shown only if it fails
-    import keras
-    import tensorflow as tf
-    from tensorflow.python.framework import config as tf_config  # its public half lacks the query
-import augment  # noqa: E402  (its settings are train.py's too)
-import devices  # noqa: E402
-import model  # noqa: E402  (likewise: the model's sizes)
-import prepare_data  # noqa: E402
-import run_state  # noqa: E402
+from common import UserError, as_record, configure, defaults as defaults_of, lazy_import, \
+    pick, quiet_native_stderr, run
+import augment  # its settings are train.py's too
+import devices
+import model  # likewise: the model's sizes
+import prepare_data
+import run_state
+
+keras = lazy_import("keras")  # loaded on first use, once the settings and data are checked
+tf = lazy_import("tensorflow")
+tf_config = lazy_import("tensorflow.python.framework.config")  # the public half lacks the query
 
 DATA = "data/train.pkl"   # your train.pkl (or .npz); the embedded digits while it is absent
 PREPARED_DIR = "data"     # where prepared splits are cached
@@ -189,23 +189,25 @@ def plateau_learning_rate(history, settings):
     return rate
 
 
-class EpochState(keras.callbacks.Callback):
-    """Before each epoch: the learning rate of a plateau schedule (from the history) and the
-    dropout masks' random stream, which depends on (--seed, epoch) only. Keras does not save
-    the dropout generators' state, so without this a resumed run would replay epoch 1's."""
+def epoch_state(history, settings):
+    """A Keras callback that sets before each epoch the learning rate of a plateau schedule
+    (from the history) and the dropout masks' random stream, which depends on (--seed, epoch)
+    only. Keras does not save the dropout generators' state, so without this a resumed run
+    would replay epoch 1's. (The class is made here, when training starts: its base is Keras's,
+    and importing train.py must not load TensorFlow.)"""
 
-    def __init__(self, history, settings):
-        super().__init__()
-        self.history, self.settings = history, settings
+    class EpochState(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if settings.lr_schedule == "plateau":
+                self.model.optimizer.learning_rate.assign(
+                    plateau_learning_rate(history, settings))
+            dropouts = [layer for layer in self.model.layers
+                        if isinstance(layer, keras.layers.Dropout)]
+            for index, layer in enumerate(dropouts):
+                state = layer.seed_generator.state
+                state.assign(tf.constant([settings.seed * 100 + index, epoch << 20], state.dtype))
 
-    def on_epoch_begin(self, epoch, logs=None):
-        if self.settings.lr_schedule == "plateau":
-            self.model.optimizer.learning_rate.assign(
-                plateau_learning_rate(self.history, self.settings))
-        dropouts = [layer for layer in self.model.layers if isinstance(layer, keras.layers.Dropout)]
-        for index, layer in enumerate(dropouts):
-            state = layer.seed_generator.state
-            state.assign(tf.constant([self.settings.seed * 100 + index, epoch << 20], state.dtype))
+    return EpochState()
 
 
 def new_model(settings, steps_per_epoch=1, build_network=None):
@@ -231,16 +233,8 @@ def run_training(settings, build_network=None):
     `python train.py` does it; `build_network` as in new_model. Returns the run's record."""
     check_settings(settings)
     verbose = settings.verbose if settings.verbose >= 0 else 1 if sys.stdout.isatty() else 2
-    with quiet_native_stderr():
-        strategy = devices.distribution_strategy(settings.distribute)
-    chief, role = devices.worker_role(strategy)
-    print(f"device: {devices.describe_devices(strategy)}{'; ' + role if role else ''}",
-          flush=True)
-    if settings.deterministic:
-        tf.config.experimental.enable_op_determinism()
-    if tf_config.is_op_determinism_enabled():  # what TensorFlow now does, not what was asked
-        print("op determinism: on", flush=True)
-    keras.utils.set_random_seed(settings.seed)  # same seed, same initial weights
+    # The data and the run's records first, TensorFlow after: a mistake answers at once.
+    chief, role = devices.worker_role(settings.distribute)
     data = prepare_data.prepare(settings.data, settings.seed, settings.prepared_dir,
                                 verbose=chief)
     settings, rule = resolve(settings, len(data["y_train"]))  # before the settings are recorded
@@ -250,6 +244,16 @@ def run_training(settings, build_network=None):
         out_dir, run_state.data_fingerprint(data["manifest"], data["x_train"]),
         as_record(settings), settings.fresh, RESUMABLE_CHANGES, chief)
     write_dir = out_dir if chief else os.path.join(out_dir, f".scratch-{role.replace(' ', '-')}")
+
+    with quiet_native_stderr():  # TensorFlow starts here, with its C++ notices
+        strategy = devices.distribution_strategy(settings.distribute)
+    print(f"device: {devices.describe_devices(strategy)}{'; ' + role if role else ''}",
+          flush=True)
+    if settings.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    if tf_config.is_op_determinism_enabled():  # what TensorFlow now does, not what was asked
+        print("op determinism: on", flush=True)
+    keras.utils.set_random_seed(settings.seed)  # same seed, same initial weights
 
     steps_per_epoch = math.ceil(len(data["y_train"]) / settings.batch_size)
     train = make_training_dataset(data["x_train"], data["y_train"], settings, epochs_done,
@@ -262,7 +266,7 @@ def run_training(settings, build_network=None):
     if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         devices.mend_keras_for_multiworker(network, strategy, IMAGE_SHAPE,
                                            prepare_data.NUM_CLASSES)
-    keeper = run_state.KeepBest(out_dir, run_info, history, best_record, patience_of(settings),
+    keeper = run_state.keep_best(out_dir, run_info, history, best_record, patience_of(settings),
                                 write_dir)
     print(f"training on {len(data['y_train'])} images, validating on {len(data['y_val'])}; "
           f"{network.count_params():,} parameters; augmentation {augmentation_plan(settings)}; "
@@ -274,7 +278,7 @@ def run_training(settings, build_network=None):
             history, patience_of(settings)):
         network.fit(train, validation_data=val, epochs=settings.epochs,
                     initial_epoch=epochs_done, steps_per_epoch=steps_per_epoch,
-                    callbacks=[EpochState(history, settings), keeper], verbose=verbose,
+                    callbacks=[epoch_state(history, settings), keeper], verbose=verbose,
                     shuffle=False)  # shuffled by the dataset, per epoch
     shutil.rmtree(os.path.join(write_dir, "resume"), ignore_errors=True)  # the run is complete
     if not chief:

@@ -23,12 +23,11 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-from common import configure, quiet_native_stderr, run  # noqa: E402
-with quiet_native_stderr():
-    import tensorflow as tf
-    tf.config.list_logical_devices()
+from common import configure, lazy_import, run, start_tensorflow  # noqa: E402
 import prepare_data  # noqa: E402
 from bench.reference import STEPS, train_reference  # noqa: E402
+
+tf = lazy_import("tensorflow")  # loaded on first use: --help answers at once
 
 _FIXED = ("ROOT", "STEPS")  # not settings: where the repo is, and an imported default
 DATA = "../shared/data/dev36.npz"  # a train.pkl, an .npz (x_packed or x, y), or "embedded"
@@ -140,6 +139,7 @@ def table(results, title, settings):
 
 def main(argv=None):
     settings = configure(globals(), argv=argv)
+    start_tensorflow()
     if settings.quick:  # resolved once: the quick mode's seeds and steps
         settings = dataclasses.replace(settings, seeds=1,
                                        reference_steps=min(settings.reference_steps, 4000))

@@ -25,14 +25,15 @@ import sys
 import time
 
 import numpy as np
-from sklearn.metrics import confusion_matrix
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 _FIXED = ("ROOT",)  # not a setting: where the repo is
-from common import UserError, configure, run, write_text_atomic  # noqa: E402
+from common import UserError, configure, lazy_import, run, write_text_atomic  # noqa: E402
 import evaluate  # noqa: E402  (loads checkpoints and rebuilds their splits)
 import prepare_data  # noqa: E402
+
+sklearn_metrics = lazy_import("sklearn.metrics")  # loaded on first use: --help answers at once
 
 DATA = ""                   # a .pkl/.npz: use only the runs trained on this data; "": all
 DATA_SEED = 0               # >0: use only the runs trained with this seed (split); 0: all
@@ -130,7 +131,7 @@ def differing_settings(records):
 def confusions(y, predicted, among):
     """A confusion matrix whose off-diagonal cells count only the images in `among` (the
     others count as correct, so that each row still sums to the class's size)."""
-    return confusion_matrix(y, np.where(among, predicted, y),
+    return sklearn_metrics.confusion_matrix(y, np.where(among, predicted, y),
                             labels=range(prepare_data.NUM_CLASSES))
 
 

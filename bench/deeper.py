@@ -16,14 +16,15 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 _FIXED = ("ROOT",)  # not a setting: where the repo is
-from common import UserError, configure, run  # noqa: E402
+from common import UserError, configure, lazy_import, run  # noqa: E402
 import augment  # noqa: E402
 import model  # noqa: E402
 import prepare_data  # noqa: E402
-import train  # noqa: E402  (imports Keras quietly first)
-import keras  # noqa: E402
-from keras import layers  # noqa: E402
+import train  # noqa: E402
 from bench.speed import training_flops_per_image  # noqa: E402  (the count speed.py reports)
+
+keras = lazy_import("keras")  # loaded on first use: --help answers at once
+layers = lazy_import("keras.layers")
 
 WIDTHS = "32p,64,64p,128,128p"  # the 3x3 convolutions after the first: filters each,
                                  # p: 2x2 max pooling after it

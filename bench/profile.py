@@ -25,12 +25,13 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 _FIXED = ("ROOT", "TRAIN_IMAGES")  # not settings: where the repo is, and a fact
-from common import configure, run, write_text_atomic  # noqa: E402
-import train  # noqa: E402  (imports TensorFlow quietly first)
-import keras  # noqa: E402
-import tensorflow as tf  # noqa: E402
+from common import configure, lazy_import, run, write_text_atomic  # noqa: E402
+import train  # noqa: E402
 from bench.accuracy import machine  # noqa: E402
 from bench.speed import peak_flops  # noqa: E402
+
+keras = lazy_import("keras")  # loaded on first use: --help answers at once
+tf = lazy_import("tensorflow")
 
 BATCH_SIZE = 64            # images per step, as train.py's default
 TRAIN_IMAGES = 18_082      # the real data's training split: its size-rule settings are used

@@ -12,10 +12,11 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import keras  # noqa: E402
-from keras import layers  # noqa: E402
-
 from augment import augment_batch  # noqa: E402
+from common import lazy_import  # noqa: E402
+
+keras = lazy_import("keras")  # loaded on first use
+layers = lazy_import("keras.layers")
 
 FILTERS = (32, 32, 64)
 DENSE_UNITS = 128

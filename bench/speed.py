@@ -23,11 +23,7 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-from common import configure, pick, quiet_native_stderr, run  # noqa: E402
-with quiet_native_stderr():
-    import keras
-    import tensorflow as tf
-    tf.config.list_logical_devices()
+from common import configure, lazy_import, pick, run, start_tensorflow  # noqa: E402
 import evaluate  # noqa: E402
 import model as model_config  # noqa: E402
 import prepare_data  # noqa: E402
@@ -35,6 +31,9 @@ import train  # noqa: E402
 from bench.accuracy import machine  # noqa: E402
 from bench.reference import BATCH_SIZE as REFERENCE_BATCH  # noqa: E402
 from bench.reference import plain_epoch  # noqa: E402
+
+keras = lazy_import("keras")  # loaded on first use: --help answers at once
+tf = lazy_import("tensorflow")
 
 _FIXED = ("ROOT", "REFERENCE_BATCH")  # not settings: where the repo is, an imported constant
 DATA = "../shared/data/train.pkl"  # the data to time, if present; otherwise generated images
@@ -44,15 +43,14 @@ EPOCHS = 3                         # timed epochs per configuration; the first a
 OUTPUT = "bench/results/speed.md"  # Markdown copy of the figures
 
 
-class EpochTimer(keras.callbacks.Callback):
-    def on_train_begin(self, logs=None):
-        self.seconds = []
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.started = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.seconds.append(time.perf_counter() - self.started)
+def epoch_timer():
+    """A Keras callback that keeps each epoch's seconds in its list `seconds`."""
+    starts, seconds = [], []
+    timer = keras.callbacks.LambdaCallback(
+        on_epoch_begin=lambda epoch, logs: starts.append(time.perf_counter()),
+        on_epoch_end=lambda epoch, logs: seconds.append(time.perf_counter() - starts[-1]))
+    timer.seconds = seconds
+    return timer
 
 
 def load_data(data, train_images, test_images):
@@ -81,7 +79,7 @@ def time_ours(recipe, x, y, augment, epochs):
     recipe = dataclasses.replace(recipe, augment=augment)
     steps = math.ceil(len(x) / recipe.batch_size)
     model = train.new_model(recipe, steps)
-    timer = EpochTimer()
+    timer = epoch_timer()
     dataset = train.make_training_dataset(x, y, recipe, 0, epochs)
     model.fit(dataset, epochs=epochs, steps_per_epoch=steps, callbacks=[timer], verbose=0)
     return steady_epoch(timer), model
@@ -94,7 +92,7 @@ def time_compute_only(recipe, x, y, epochs):
     batch = (tf.constant(x[:batch_size].reshape(-1, 56, 56, 1), tf.float32),
              tf.one_hot(y[:batch_size], prepare_data.NUM_CLASSES))
     steps = len(x) // batch_size
-    timer = EpochTimer()
+    timer = epoch_timer()
     model.fit(tf.data.Dataset.from_tensors(batch).repeat(), steps_per_epoch=steps,
               epochs=epochs, callbacks=[timer], verbose=0)
     return steady_epoch(timer) * len(x) / (steps * batch_size)
@@ -171,6 +169,7 @@ def peak_memory_mb():
 def main(argv=None):
     # the model settings too: --stride_1=1 times another model
     settings = configure(globals(), vars(model_config), argv=argv)
+    start_tensorflow()
     epochs = settings.epochs
     x, y, x_test, description = load_data(settings.data, settings.train_images,
                                           settings.test_images)

@@ -130,7 +130,7 @@ def test_atomic_path_keeps_the_old_file_when_a_write_fails(tmp_path):
 def test_best_checkpoint_is_only_replaced_by_a_better_one(tmp_path, monkeypatch):
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
     model.compile(optimizer="adam", loss="mse")
-    keeper = run_state.KeepBest(str(tmp_path), {"run_id": "r", "data": {}}, [], None, None)
+    keeper = run_state.keep_best(str(tmp_path), {"run_id": "r", "data": {}}, [], None, None)
     keeper.set_model(model)
     best = tmp_path / "best.keras"
 
@@ -184,7 +184,7 @@ def test_a_later_run_keeps_its_history_beside_until_it_wins(tmp_path):
     model.compile(optimizer="adam", loss="mse")
     (tmp_path / "history.csv").write_text("epoch,val_accuracy\n1,0.5\n")  # the earlier run's
     earlier = {"run_id": "earlier", "val_accuracy": 0.5, "val_loss": 1.0, "best_epoch": 1}
-    keeper = run_state.KeepBest(str(tmp_path), {"run_id": "later", "data": {}}, [], earlier,
+    keeper = run_state.keep_best(str(tmp_path), {"run_id": "later", "data": {}}, [], earlier,
                                 None)
     keeper.set_model(model)
     keeper.on_epoch_end(0, {"val_accuracy": 0.4, "val_loss": 1.0, "loss": 1.0})
@@ -277,7 +277,7 @@ def test_learning_rate_drops_on_a_plateau_and_cosine_decays():
     assert train.plateau_learning_rate(history, other) == pytest.approx(0.1)  # one drop
 
     model = train.new_model(settings)
-    state = train.EpochState(history, settings)
+    state = train.epoch_state(history, settings)
     state.set_model(model)
     state.on_epoch_begin(len(history))
     assert float(model.optimizer.learning_rate) == 0.125  # what the next epoch trains with

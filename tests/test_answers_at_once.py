@@ -1,0 +1,111 @@
+"""--help and the expected mistakes answer before TensorFlow (or scikit-learn, imgaug,
+matplotlib) is imported: each case below runs with those packages made unimportable, so a
+script that reached for one before answering would fail with an ImportError instead."""
+import json
+import os
+import pickle
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from conftest import ROOT, assert_user_error, make_dataset, write_pickle
+
+BLOCKED = ("tensorflow", "keras", "sklearn", "imgaug", "matplotlib")
+SCRIPTS = ("train.py", "evaluate.py", "predict.py", "export.py", "serve.py", "prepare_data.py",
+           "model.py", "augment.py", *(f"bench/{name}.py" for name in (
+               "accuracy", "ceiling", "deeper", "levers", "profile", "speed")))
+GENEROUS_SECONDS = 5  # what a slow, busy CI machine needs; bench/speed.py measures the real time
+
+
+class Hostile:
+    def __reduce__(self):
+        return (os.system, ("touch ran",))
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    """A folder of stand-ins for TensorFlow's packages that refuse to load, and of the inputs
+    that each mistake needs."""
+    work = tmp_path_factory.mktemp("answers")
+    for name in BLOCKED:
+        package = work / "blocked" / name
+        package.mkdir(parents=True)
+        (package / "__init__.py").write_text(
+            f"raise ImportError('{name} was imported before the answer')\n")
+    x, y = make_dataset(per_class=5)
+    write_pickle(work / "good.pkl", (x, y))
+    write_pickle(work / "shapes.pkl", (x[:, :100], y))
+    write_pickle(work / "labels.pkl", (x, np.where(y == 0, 36, y)))
+    (work / "hostile.pkl").write_bytes(pickle.dumps(Hostile()))
+    (work / "corrupt.pkl").write_bytes(b"\x80\x04not really a pickle")
+    (work / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    # a checkpoint whose record names data that has gone, and one beside a readable record
+    for name, source in (("gone", str(work / "gone.pkl")), ("here", str(work / "good.pkl"))):
+        (work / name).mkdir()
+        (work / name / "best.keras").write_bytes(b"not opened before the inputs are checked")
+        (work / name / "best.json").write_text(json.dumps(
+            {"data": {"source": source, "source_sha256": "0" * 64, "seed": 0,
+                      "stroke_width": 3.0}}))
+    # an output folder whose best model was trained on other data
+    (work / "other").mkdir()
+    (work / "other" / "best.json").write_text(json.dumps(
+        {"run_id": "earlier", "data": {"source_sha256": "1" * 64, "seed": 42}}))
+    return work
+
+
+CASES = [(script, ["--help"], 0, "Settings") for script in SCRIPTS] + [
+    ("train.py", ["--bogus=1"], 2, "unknown option"),
+    ("train.py", ["--epochs=many"], 2, "whole number"),
+    ("train.py", ["--lr_schedule=fast"], 2, "choose"),
+    ("train.py", ["--data=missing.pkl"], 2, "not found"),
+    ("train.py", ["--data=corrupt.pkl"], 2, "pickle"),
+    ("train.py", ["--data=hostile.pkl", "--backend=imgaug"], 2, "refused"),
+    ("train.py", ["--data=shapes.pkl"], 2, "3136"),
+    ("train.py", ["--data=labels.pkl"], 2, "0..35"),
+    ("train.py", ["--data=good.pkl", "--out_dir=other"], 2, "other data"),
+    ("prepare_data.py", ["missing.pkl"], 2, "not found"),
+    ("prepare_data.py", ["shapes.pkl"], 2, "3136"),
+    ("evaluate.py", ["--checkpoint=missing.keras"], 2, "not found"),
+    ("evaluate.py", ["--checkpoint=gone/best.keras"], 2, "not found"),
+    ("evaluate.py", ["--checkpoint=here/best.keras"], 2, "not the data"),
+    ("evaluate.py", ["--checkpoint=here/best.keras", "--split=train"], 2, "val or test"),
+    ("evaluate.py", ["--checkpoint=here/best.keras", "--batch_size=0"], 2, "at least 1"),
+    ("predict.py", ["--checkpoint=missing.keras", "good.pkl"], 2, "not found"),
+    ("predict.py", ["--checkpoint=here/best.keras", "missing.png"], 2, "not found"),
+    ("predict.py", ["--checkpoint=here/best.keras", "broken.png"], 2, "not a readable image"),
+    ("predict.py", ["--checkpoint=here/best.keras", "shapes.pkl"], 2, "3136"),
+    ("predict.py", ["--checkpoint=here/best.keras", "hostile.pkl"], 2, "refused"),
+    ("export.py", ["--checkpoint=missing.keras"], 2, "not found"),
+    ("serve.py", ["--checkpoint=missing.keras"], 2, "not found"),
+    ("model.py", ["--dense_units=wide"], 2, "whole number"),
+    ("augment.py", ["--backend=imgaug", "--elastic=2"], 2, "backend=tf"),
+]
+
+
+@pytest.mark.parametrize("script, args, code, words", CASES,
+                         ids=[" ".join([script, *args]) for script, args, _, _ in CASES])
+def test_answers_before_tensorflow_loads(work, script, args, code, words):
+    environment = {**os.environ, "PYTHONPATH": str(work / "blocked")}
+    started = time.perf_counter()
+    result = subprocess.run([sys.executable, os.path.join(ROOT, script), *args], cwd=work,
+                            env=environment, capture_output=True, text=True, timeout=60)
+    seconds = time.perf_counter() - started
+    if code == 0:
+        assert result.returncode == 0 and words in result.stdout, result.stderr[-2000:]
+    else:
+        assert_user_error(result, words)
+    assert seconds < GENEROUS_SECONDS
+    assert not (work / "ran").exists()  # the hostile pickle's code never ran
+
+
+def test_the_blocked_packages_are_really_blocked(work):
+    """The check above proves something: with the stand-ins in place, work that needs
+    TensorFlow fails to import it (here: training on good data)."""
+    environment = {**os.environ, "PYTHONPATH": str(work / "blocked")}
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), "--data=good.pkl",
+                             "--out_dir=fresh", "--epochs=1"], cwd=work, env=environment,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0 and "imported before the answer" in result.stderr
