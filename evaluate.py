@@ -44,7 +44,7 @@ def load_network(path):
     """The Keras model in checkpoint `path`, or a clear error if the file is not one."""
     try:
         with quiet_native_stderr():  # the first TensorFlow work starts its runtime: C++ notices
-            return keras.saving.load_model(path)
+            return keras.saving.load_model(path, compile=False)  # no optimiser: inference
     except Exception as error:  # Keras raises many types for a file that is not a model
         raise UserError(f"{path} is not a loadable Keras model ({type(error).__name__}): pass "
                         f"the best.keras that train.py wrote") from None

@@ -72,10 +72,10 @@ def pen_width(record=None, min_stroke=MIN_STROKE):
 
 def to_training_format(ink, min_stroke=None, speck_share=SPECK_SHARE):
     """Ink (H x W, 0..1, strokes bright) -> 3136 binary pixels framed like the training data:
-    specks (blobs under `speck_share` of the ink) dropped, strokes that would come out thinner than `min_stroke` pixels (default:
-    pen_width() with no checkpoint) widened, the character cropped to its
-    ink, scaled to fill the 56x56 frame and binarised (the same framing as the embedded
-    default). A 56x56 two-valued image is taken exactly as it is."""
+    specks (blobs under `speck_share` of the ink) dropped, strokes that would come out thinner
+    than `min_stroke` pixels (default: pen_width() with no checkpoint) widened, the character
+    cropped to its ink, scaled to fill the 56x56 frame and binarised (the same framing as the
+    embedded default). A 56x56 two-valued image is taken exactly as it is."""
     from scipy import ndimage
     ink = np.asarray(ink, np.float64)
     side = prepare_data.SIDE

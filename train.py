@@ -63,7 +63,8 @@ VERBOSE = -1              # Keras progress: 0 silent, 1 progress bar, 2 a line p
 RESUMABLE_CHANGES = {"DATA", "PREPARED_DIR", "OUT_DIR", "FRESH", "VERBOSE", "DISTRIBUTE"}
 IMAGE_SHAPE = (prepare_data.SIDE, prepare_data.SIDE, 1)  # the model's input, from the format
 CHOICES = {"lr_schedule": ("auto", "plateau", "cosine", "constant"),
-           "distribute": ("auto", "mirrored", "off")}
+           "distribute": ("auto", "mirrored", "off"),
+           "precision": model.PRECISIONS}
 
 
 # ---------------------------------------------------------------------------- settings
@@ -75,8 +76,8 @@ def defaults(**overrides):
 
 
 def check_settings(settings):
-    for name, choices in CHOICES.items():
-        if getattr(settings, name) not in choices:
+    for name, choices in CHOICES.items():  # (bench/deeper.py's own network has no precision)
+        if hasattr(settings, name) and getattr(settings, name) not in choices:
             raise UserError(f"--{name}={getattr(settings, name)}: choose "
                             f"{', '.join(choices[:-1])} or {choices[-1]}")
     augment.check_ranges(settings.backend, settings.elastic, settings.stroke)

@@ -92,6 +92,7 @@ LEVERS = [  # (name, train.py overrides): one lever at a time against the baseli
     ("dropout 0.5", "--dropout=0.5"),
     ("cosine decay over 40 epochs", "--lr_schedule=cosine --epochs=40"),
     ("kernel 7 in the first convolution", "--kernel_1=7"),
+    ("bfloat16 compute", "--precision=mixed_bfloat16"),
 ]
 FINALISTS = ""             # comma-separated lever names that get 3 seeds instead of --seeds
 DATASET_NAMES = ("letters26", "letters26-small", "letters26-medium", "letters26-large", "dev36",

@@ -7,14 +7,17 @@ with augmentation off and on, inference images/s over a test split and peak memo
 same model trained the plain way (model.fit on numpy arrays, imgaug on each batch in a Python
 loop, as the reference project did), at our batch size and at the reference's batch of 32.
 Also: the compute floor from this machine's measured peak FLOP/s, the epoch time with no input
-pipeline at all, and the cost of DETERMINISTIC=True.
+pipeline at all, the cost of DETERMINISTIC=True, and how long commands take from the shell
+(--help, a mistake, predict.py on one image file: each the fastest of --command_repeats runs).
 All ratios come from one run on one machine.
 """
 import dataclasses
 import math
 import os
+import json
 import pickle
 import resource
+import subprocess
 import sys
 import tempfile
 import time
@@ -40,6 +43,7 @@ DATA = "../shared/data/train.pkl"  # the data to time, if present; otherwise gen
 TRAIN_IMAGES = 18_082              # training images, as many as the real data's training split
 TEST_IMAGES = 6_026                # test images for timed inference (the real test split's size)
 EPOCHS = 3                         # timed epochs per configuration; the first also traces
+COMMAND_REPEATS = 3                # runs of each timed command; the fastest counts
 OUTPUT = "bench/results/speed.md"  # Markdown copy of the figures
 
 
@@ -162,6 +166,40 @@ def loading_seconds(x, y):
     return times
 
 
+def command_seconds(command, cwd, exit_code, repeats=3):
+    """The fastest of `repeats` runs of one of the project's scripts, start to finish, as a
+    user's shell runs it: `command` is the script and its arguments; each run must end with
+    `exit_code`."""
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        done = subprocess.run([sys.executable, os.path.join(ROOT, command[0]), *command[1:]],
+                              cwd=cwd, capture_output=True, text=True)
+        best = min(best, time.perf_counter() - started)
+        if done.returncode != exit_code:
+            raise RuntimeError(f"{' '.join(command)} ended with {done.returncode}: "
+                               f"{done.stderr[-1000:]}")
+    return best
+
+
+def time_commands(model, x, report, repeats=COMMAND_REPEATS):
+    """--help, a mistake, and predict.py on one image file with a checkpoint of `model`."""
+    from PIL import Image
+    with tempfile.TemporaryDirectory() as folder:
+        model.save(os.path.join(folder, "best.keras"))
+        with open(os.path.join(folder, "best.json"), "w") as f:
+            json.dump({"data": {"source": "timed.pkl", "source_sha256": "0" * 64, "seed": 0,
+                                "stroke_width": 3.0}}, f)
+        Image.fromarray(x[0].reshape(56, 56) * 255).save(os.path.join(folder, "one.png"))
+        for command, exit_code in ((["train.py", "--help"], 0), (["evaluate.py", "--help"], 0),
+                                   (["predict.py", "--help"], 0),
+                                   (["train.py", "--data=/nonexistent.pkl"], 2),
+                                   (["evaluate.py", "--checkpoint=missing.keras"], 2),
+                                   (["predict.py", "--checkpoint=best.keras", "one.png"], 0)):
+            report(f"command: python {' '.join(command)}",
+                   command_seconds(command, folder, exit_code, repeats), "s")
+
+
 def peak_memory_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -196,6 +234,7 @@ def main(argv=None):
     report("ours: epoch, augmentation on", on, "s")
     report("ours: evaluation", images_per_second(model, x_test), "images/s")
     report("ours: peak memory so far", peak_memory_mb(), "MB")
+    time_commands(model, x_test, report, settings.command_repeats)
     floor = training_flops_per_image(model) * len(x) / flops
     report("compute floor: training FLOPs / peak rate", floor, "s")
     compute = time_compute_only(recipe, x, y, epochs)

@@ -44,6 +44,19 @@ def run_script(script, *args, cwd, timeout=600):
                           capture_output=True, text=True, timeout=timeout)
 
 
+def run_scripts_together(*commands, cwd, timeout=600):
+    """Runs several (script, *args) commands at once (their start-ups overlap on the cores);
+    returns their CompletedProcess results in order."""
+    started = [subprocess.Popen([sys.executable, os.path.join(ROOT, script), *args], cwd=cwd,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+               for script, *args in commands]
+    results = []
+    for process in started:
+        out, err = process.communicate(timeout=timeout)
+        results.append(subprocess.CompletedProcess(process.args, process.returncode, out, err))
+    return results
+
+
 def assert_user_error(result, *words):
     """Exit code 2, exactly one line on stderr that names the problem, no traceback."""
     lines = result.stderr.strip().splitlines()

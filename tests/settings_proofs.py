@@ -30,7 +30,7 @@ TRAIN = {  # train.py's own settings; bench/deeper.py passes the same ones to tr
 MODEL = {  # model.py's sizes: build_model's arguments, from train.py and model.py's command line
     name: ("test_model_sizes_follow_its_arguments", "test_settings_of_train_take_effect")
     for name in ("filters_1", "kernel_1", "stride_1", "filters_2", "kernel_2", "dense_units",
-                 "dropout")}
+                 "dropout", "precision")}
 AUGMENT = {  # augment.py's ranges: from train.py (pipeline) and augment.py's command line (grid)
     "crop_px": ("test_tensorflow_augmentation_matches_the_contract", "test_augment_settings_reach_the_pipeline",
                 "test_preview_grid_shows_originals_and_their_augmented_copies"),
@@ -92,6 +92,10 @@ PROOFS = {
                     "quick", "work_dir", "output")},
     **{f"bench/profile.py --{name}": ("test_profile_breaks_a_step_down",)
        for name in ("batch_size", "pipeline_steps", "output")},
+    **{f"bench/speed_levers.py --{name}": ("test_speed_levers_time_each_lever_against_the_baseline",)
+       for name in ("only", "repeats", "rounds", "steps", "output")},
+    "bench/speed_levers.py --child": ("test_a_speed_levers_process_times_both_ways",
+                                      "test_speed_levers_time_each_lever_against_the_baseline"),
     **{f"bench/ceiling.py --{name}": (CEILING,)
        for name in ("data", "data_seed", "split", "shift", "labels", "top_confusions",
                     "prepared_dir", "output")},
@@ -99,6 +103,9 @@ PROOFS = {
 NOT_SHOWN = {
     "bench/speed.py --epochs": "how many epochs are timed: it changes how long the timing "
                                "takes, which no test measures",
+    "bench/speed.py --command_repeats": "how many runs of each command give its time: it "
+                                        "changes how steady the figures are, not what they "
+                                        "measure",
     "bench/profile.py --repeats": "how many timed calls give each median: it changes how steady "
                                   "the figures are, not what they measure",
     "bench/levers.py --jobs": "how many runs share the machine: it changes the wall time, not "

@@ -7,7 +7,7 @@ import re
 import numpy as np
 
 from bench import levers
-from conftest import assert_user_error, make_dataset, run_script
+from conftest import assert_user_error, make_dataset, run_script, run_scripts_together
 
 
 def test_lever_study_runs_caches_and_reports(tmp_path, tiny_pickle):
@@ -88,12 +88,14 @@ def test_accuracy_benchmark_runs_both_recipes(tmp_path, tiny_pickle):
 
 def test_speed_benchmark_reports_every_measure(tmp_path):
     result = run_script("bench/speed.py", "--train_images=256", "--test_images=128",
-                        "--epochs=2", "--dense_units=64", f"--output={tmp_path / 'speed.md'}",
+                        "--epochs=2", "--dense_units=64", "--command_repeats=1",
+                        f"--output={tmp_path / 'speed.md'}",
                         cwd=tmp_path, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     table = (tmp_path / "speed.md").read_text()
     for measure in ("ours: epoch, augmentation on", "compute floor", "plain way",
-                    "augmentation cost", "peak memory"):
+                    "augmentation cost", "peak memory", "command: python train.py --help",
+                    "command: python predict.py --checkpoint=best.keras one.png"):
         assert measure in table, measure
     assert "256 training and 128 test images" in result.stdout
     assert "data: generated" in result.stdout  # --data: no such file here, so generated images
@@ -101,11 +103,53 @@ def test_speed_benchmark_reports_every_measure(tmp_path):
     assert f"model: {model.build_model(dense_units=64).count_params():,} parameters" in result.stdout
 
 
+def test_speed_levers_time_each_lever_against_the_baseline(tmp_path):
+    result = run_script("bench/speed_levers.py", "--only=onednn-off", "--repeats=1",
+                        "--rounds=1", "--steps=2", f"--output={tmp_path / 'levers.md'}",
+                        cwd=tmp_path, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    table = (tmp_path / "levers.md").read_text()
+    assert "fastest of 1 rounds of 2 steps, 1 runs per lever" in table
+    rows = [line for line in table.splitlines() if line.startswith("| ")][1:]  # no header
+    assert [row.split(" | ")[0] for row in rows] == ["| baseline", "| onednn-off"]
+    assert re.search(r"\| baseline \| .* \| [\d.]+ \| 1\.00x \| [\d.]+ \| 1\.00x \|$", rows[0])
+    # each baseline run is listed: one before the lever and one after
+    assert re.search(r"cached batch [\d.]+/[\d.]+, augmented pipeline [\d.]+/[\d.]+", table)
+    assert_user_error(run_script("bench/speed_levers.py", "--only=warp", cwd=tmp_path),
+                      "no lever warp")
+
+
+def test_the_fused_adam_lever_is_adams_maths_with_adams_slots():
+    import keras
+    from bench import speed_levers
+    weights, slots = [], []
+    for optimizer in (keras.optimizers.Adam(0.01), speed_levers.fused_adam()(0.01)):
+        keras.utils.set_random_seed(3)
+        net = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+        net.compile(optimizer=optimizer, loss="mse")
+        net.fit(np.arange(32.0).reshape(8, 4) / 32, np.ones((8, 3)), epochs=3, verbose=0)
+        weights.append(net.get_weights())
+        slots.append([(v.name.split("_")[-1], tuple(v.shape)) for v in optimizer.variables])
+    for adam, fused in zip(*weights):
+        np.testing.assert_allclose(adam, fused, rtol=1e-5, atol=1e-7)
+        assert not np.allclose(adam, 0)  # it trained
+    assert slots[0] == slots[1]  # the same slot variables: checkpoints read the same
+
+
+def test_a_speed_levers_process_times_both_ways(capsys):
+    from bench import speed_levers
+    # a lever's own process reports both measures (here the space-to-depth network's)
+    speed_levers.main(["--child=space-to-depth", "--rounds=1", "--steps=1"])
+    timed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(timed) == {"cached batch", "augmented pipeline"} and min(timed.values()) > 0
+
+
 def test_ceiling_compares_models_of_one_split(tmp_path, trained_tiny):
     work, data, _ = trained_tiny
-    for name, args in (("dropout", ["--dropout=0.2"]), ("other-seed", ["--seed=7"])):
-        trained = run_script("train.py", f"--data={data}", "--epochs=1", f"--out_dir={name}",
-                             *args, cwd=tmp_path)
+    for trained in run_scripts_together(
+            ("train.py", f"--data={data}", "--epochs=1", "--out_dir=dropout", "--dropout=0.2"),
+            ("train.py", f"--data={data}", "--epochs=1", "--out_dir=other-seed", "--seed=7"),
+            cwd=tmp_path):
         assert trained.returncode == 0, trained.stderr[-3000:]
     runs = [str(work / "out"), str(tmp_path / "dropout"), str(tmp_path / "other-seed")]
     mixed = run_script("bench/ceiling.py", *runs, cwd=tmp_path)
@@ -164,7 +208,7 @@ def test_deeper_probe_trains_its_own_network_with_train_py_recipe(tmp_path, tiny
                         "--dense_units=24", "--dropout=0.1", "--augment=False", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     import keras
-    network = keras.saving.load_model(tmp_path / "out" / "best.keras")
+    network = keras.saving.load_model(tmp_path / "out" / "best.keras", compile=False)
     of_kind = lambda kind: [layer for layer in network.layers  # noqa: E731
                             if layer.__class__.__name__ == kind]
     assert [layer.filters for layer in of_kind("Conv2D")] == [32, 8, 16, 12]  # first, widths

@@ -35,11 +35,19 @@ def test_model_sizes_follow_its_arguments(monkeypatch, capsys):
     assert shapes(**sizes, stride_1=1)[-4][0] == 4 * base[-4][0]
     assert [layer.rate for layer in model.build_model(dropout=0.25).layers
             if isinstance(layer, model.layers.Dropout)] == [0.25, 0.25]
+    mixed = model.build_model(precision="mixed_bfloat16")
+    assert [layer.compute_dtype for layer in mixed.layers[1:-1]] == ["bfloat16"] * 8
+    assert {w.dtype for w in mixed.weights} == {"float32"}
+    assert mixed.layers[-1].compute_dtype == "float32"  # the probabilities
+    assert {layer.compute_dtype for layer in model.build_model().layers} == {"float32"}
     # python model.py --dense_units 64: the summary of that model
     monkeypatch.setattr("sys.argv", ["model.py", "--dense_units", "64", "--filters_1=8"])
     model.main()
     count = model.build_model(dense_units=64, filters_1=8).count_params()
     assert capsys.readouterr().out.strip().endswith(f"parameters: {count:,}")
+    monkeypatch.setattr("sys.argv", ["model.py", "--precision=mixed_bfloat16"])
+    model.main()
+    assert "computes in bfloat16, weights in float32" in capsys.readouterr().out
 
 
 def test_imgaug_keeps_shape_dtype_and_binarity():

@@ -89,7 +89,8 @@ def test_refused_at_start_with_one_line(tmp_path):
     import keras
     other = keras.Sequential([keras.Input((10,)), keras.layers.Dense(3)])
     other.save(tmp_path / "other.keras")
-    (tmp_path / "other.json").write_text('{"data": {"source": "x", "source_sha256": "0"}}')
+    (tmp_path / "other.json").write_text(
+        '{"data": {"source": "x", "source_sha256": "0", "seed": 0}}')
     assert "another project" in refusal(serve.main, f"--checkpoint={tmp_path / 'other.keras'}")
 
 

@@ -11,7 +11,7 @@ import re
 import pytest
 
 from common import UserError, configure
-from conftest import ROOT, make_dataset, run_script, write_pickle
+from conftest import ROOT, make_dataset, run_scripts_together, write_pickle
 
 NAMESPACE = {"__doc__": "A script.", "EPOCHS": 3, "RATE": 0.5, "FRESH": False, "DATA": "x.pkl",
              "_FIXED": ("SIDE",), "SIDE": 56}
@@ -83,8 +83,8 @@ def test_two_trainings_in_one_process_match_two_commands(tmp_path, monkeypatch):
             [large, "--epochs=3", "--dense_units=64", "--small_data=300", "--rotate=20",
              "--out_dir=b"]]  # plateau and 15 augmented epochs, other sizes and ranges
     (tmp_path / "separate").mkdir()
-    for args in runs:
-        result = run_script("train.py", *args, "--verbose=0", cwd=tmp_path / "separate")
+    for result in run_scripts_together(*[("train.py", *args, "--verbose=0") for args in runs],
+                                       cwd=tmp_path / "separate"):
         assert result.returncode == 0, result.stderr[-3000:]
     (tmp_path / "together").mkdir()
     monkeypatch.chdir(tmp_path / "together")

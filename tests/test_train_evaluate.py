@@ -13,7 +13,7 @@ from conftest import ROOT, assert_user_error, make_dataset, refusal, run_script,
 
 SCRIPTS = ["prepare_data.py", "model.py", "augment.py", "train.py", "evaluate.py", "predict.py",
            "serve.py", "export.py", "bench/accuracy.py", "bench/speed.py", "bench/levers.py",
-           "bench/ceiling.py", "bench/deeper.py", "bench/profile.py"]
+           "bench/ceiling.py", "bench/deeper.py", "bench/profile.py", "bench/speed_levers.py"]
 
 
 def test_train_then_evaluate_on_a_36_class_pickle(trained_tiny):
@@ -152,7 +152,8 @@ def test_settings_of_train_take_effect(tmp_path, tiny_pickle):
     # as a user types them: --name value as well as --name=value
     trained = run_script("train.py", tiny_pickle, "--epochs", "1", "--batch_size=100",
                          "--dense_units", "32", "--filters_1=8", "--seed", "5", "--out_dir=o",
-                         "--prepared_dir=p", "--verbose=0", "--augment", "False", cwd=tmp_path)
+                         "--prepared_dir=p", "--verbose=0", "--augment", "False",
+                         "--precision=mixed_bfloat16", cwd=tmp_path)
     assert trained.returncode == 0, trained.stderr[-2000:]
     assert "Epoch" not in trained.stdout  # --verbose=0
     assert "augmentation off" in trained.stdout
@@ -162,6 +163,11 @@ def test_settings_of_train_take_effect(tmp_path, tiny_pickle):
     net = keras.saving.load_model(tmp_path / "o" / "best.keras")
     assert net.layers[1].filters == 8 and net.layers[-3].units == 32
     assert record["settings"]["BATCH_SIZE"] == 100 and net.optimizer.iterations.numpy() == 3
+    # --precision: the saved model computes in bfloat16, keeps float32 weights and answers
+    assert net.layers[1].compute_dtype == "bfloat16" and net.layers[1].kernel.dtype == "float32"
+    probabilities = net(np.ones((2, 56, 56, 1), np.float32))
+    assert probabilities.dtype == "float32"
+    np.testing.assert_allclose(probabilities.numpy().sum(axis=1), 1, rtol=1e-5)
 
 
 def test_settings_of_the_optimiser():
