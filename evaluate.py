@@ -101,10 +101,14 @@ def _inference(model):
                        input_signature=[tf.TensorSpec([None, side, side, 1], tf.uint8)])
 
 
-def predict_probabilities(model, x, batch_size=BATCH_SIZE):
-    """Class probabilities for N x 3136 binary images (uint8), in batches of `batch_size`."""
+def check_batch_size(batch_size):
     if batch_size < 1:
         raise UserError(f"--batch_size={batch_size}: it must be at least 1")
+
+
+def predict_probabilities(model, x, batch_size=BATCH_SIZE):
+    """Class probabilities for N x 3136 binary images (uint8), in batches of `batch_size`."""
+    check_batch_size(batch_size)
     images = np.asarray(x, np.uint8).reshape(-1, prepare_data.SIDE, prepare_data.SIDE, 1)
     forward = _inference(model)
     return np.concatenate([forward(images[i:i + batch_size]).numpy()
@@ -149,8 +153,7 @@ def write_plots(checkpoint, split, record, x, y, probabilities, names, matrix):
 def main(argv=None):
     settings = configure(globals(), positional="CHECKPOINT", argv=argv)
     split, checkpoint = settings.split, settings.checkpoint
-    if settings.batch_size < 1:
-        raise UserError(f"--batch_size={settings.batch_size}: it must be at least 1")
+    check_batch_size(settings.batch_size)
     record = read_record(checkpoint)  # and the data, before the model: mistakes answer at once
     names = prepare_data.class_names(settings.labels, record["data"]["source"])
     x, y = load_split(record, split, settings.data, settings.prepared_dir)
