@@ -2,6 +2,7 @@
 
     python evaluate.py                                # out/best.keras
     python evaluate.py --checkpoint=out/best.keras --split=val
+    python evaluate.py --json=metrics.json             # the metrics for machines, too
 
 The split is rebuilt from the run record beside the checkpoint (best.json next to best.keras):
 same data, same seed. Data that differs from what the model was trained on is refused. The last
@@ -10,11 +11,14 @@ line printed is `test accuracy: 0.XXXX (correct/total)`.
 import functools
 import json
 import os
+import sys
 
 import numpy as np
 
-from common import UserError, configure, lazy_import, quiet_native_stderr, run
+from common import UserError, configure, lazy_import, quiet_native_stderr, run, \
+    write_text_atomic
 import prepare_data
+import run_state
 
 keras = lazy_import("keras")  # loaded on first use: --help and mistakes answer at once
 tf = lazy_import("tensorflow")
@@ -27,7 +31,12 @@ SPLIT = "test"                 # the split to score: test, or val
 BATCH_SIZE = 1024              # images per inference batch
 LABELS = "auto"                # class names: auto (by the data), none (numbers), or a file PATH
 PLOTS = False                  # True: also write the confusion matrix, errors and curves as PNGs
+JSON = ""                      # a PATH.json: also write the metrics there for machines (accuracy,
+                               # top-2/3, look-alikes merged, per class, confusion matrix)
 TOP_CONFUSIONS = 10            # how many of the most confused pairs to list
+LOOK_ALIKES = ("0O", "1I", "2Z", "5S")  # characters that only context tells apart: also scored
+                                         # as one (by the class names)
+_FIXED = ("LOOK_ALIKES",)
 
 
 def record_path(checkpoint):
@@ -51,8 +60,9 @@ def load_network(path):
 
 
 def read_record(path):
-    """The run record of checkpoint `path` (best.json beside best.keras), read before the
-    model so that a missing file answers at once."""
+    """The run record of checkpoint `path`: best.json beside best.keras, or, for a model file
+    on its own, the record's data that train.py put inside it (saying so in one line). Read
+    before the model, so that a missing file answers at once."""
     if not os.path.isfile(path):
         raise UserError(f"checkpoint not found: {path} (train one with python train.py, "
                         f"or pass --checkpoint=PATH to a .keras file it wrote)")
@@ -60,9 +70,14 @@ def read_record(path):
         with open(record_path(path)) as f:
             record = json.load(f)
         record["data"]["source"], record["data"]["source_sha256"], record["data"]["seed"]
+        return record
     except (OSError, ValueError, KeyError, TypeError):
-        raise UserError(f"{path} has no readable run record at {record_path(path)}: evaluate "
-                        f"a best.keras written by train.py, with its best.json beside it") from None
+        record = run_state.attached_to_model_file(path)
+    if record is None:
+        raise UserError(f"{path} has no readable run record at {record_path(path)}, nor one "
+                        f"inside it: use a best.keras written by train.py")
+    print(f"note: no readable {record_path(path)}: using the class names, stroke width and "
+          f"data fingerprint stored inside {path}", file=sys.stderr)
     return record
 
 
@@ -128,6 +143,49 @@ def confused_pairs(matrix, names, top):
     return lines or ["  none: every image is classified correctly"]
 
 
+def look_alike_groups(raw_names):
+    """Each label's group: the smallest label of its look-alike pair (by the class names) or
+    itself, and the pairs found ("0/O", ...)."""
+    group = np.arange(len(raw_names))
+    found = []
+    for pair in LOOK_ALIKES:
+        members = [label for label, name in enumerate(raw_names) if name and name in pair]
+        if len({raw_names[label] for label in members}) == 2:  # both characters are classes
+            group[members] = min(members)
+            found.append("/".join(pair))
+    return group, found
+
+
+def metrics(y, probabilities, raw_names, names):
+    """What --json writes: accuracies (top-1, -2, -3, look-alikes merged), per-class
+    precision, recall, F1 and support, and the confusion matrix (rows true, columns
+    predicted)."""
+    predicted = probabilities.argmax(axis=1)
+    ranked = np.argsort(-probabilities, axis=1)
+    group, pairs = look_alike_groups(raw_names)
+    labels = range(len(names))
+    precision, recall, f1, support = sklearn_metrics.precision_recall_fscore_support(
+        y, predicted, labels=labels, zero_division=0)
+    return {
+        "images": int(len(y)),
+        "accuracy": float(np.mean(predicted == y)),
+        "top2_accuracy": float(np.mean(np.any(ranked[:, :2] == y[:, None], axis=1))),
+        "top3_accuracy": float(np.mean(np.any(ranked[:, :3] == y[:, None], axis=1))),
+        "look_alikes_merged_accuracy": float(np.mean(group[predicted] == group[y])),
+        "look_alike_pairs": pairs,
+        "classes": [{"label": label, "name": names[label], "precision": float(precision[label]),
+                     "recall": float(recall[label]), "f1": float(f1[label]),
+                     "support": int(support[label])} for label in labels],
+        "confusion_matrix": sklearn_metrics.confusion_matrix(y, predicted,
+                                                             labels=labels).tolist(),
+    }
+
+
+def check_json_path(path):
+    if path and (os.path.isdir(path) or not path.endswith(".json")):
+        raise UserError(f"--json={path}: give the path of a .json file to write")
+
+
 def write_plots(checkpoint, split, record, x, y, probabilities, names, matrix):
     """The confusion matrix, the errors and the training curves, as PNGs beside the
     checkpoint."""
@@ -154,16 +212,16 @@ def main(argv=None):
     settings = configure(globals(), positional="CHECKPOINT", argv=argv)
     split, checkpoint = settings.split, settings.checkpoint
     check_batch_size(settings.batch_size)
+    check_json_path(settings.json)
     record = read_record(checkpoint)  # and the data, before the model: mistakes answer at once
-    names = prepare_data.class_names(settings.labels, record["data"]["source"])
+    names = prepare_data.class_names(settings.labels, record["data"])
     x, y = load_split(record, split, settings.data, settings.prepared_dir)
     model = load_network(checkpoint)
-    check_compatible(model, prepare_data.NUM_CLASSES)
+    check_compatible(model, len(names))
     probabilities = predict_probabilities(model, x, settings.batch_size)
     predicted = probabilities.argmax(axis=1)
     present = sorted(set(y.tolist()) | set(predicted.tolist()))
-    matrix = sklearn_metrics.confusion_matrix(y, predicted,
-                                              labels=range(prepare_data.NUM_CLASSES))
+    matrix = sklearn_metrics.confusion_matrix(y, predicted, labels=range(len(names)))
     print(f"checkpoint {checkpoint}: epoch {record.get('best_epoch')}, "
           f"val_accuracy {record.get('val_accuracy', float('nan')):.4f}; "
           f"data {record['data']['source']} (seed {record['data']['seed']})")
@@ -171,10 +229,21 @@ def main(argv=None):
     print(sklearn_metrics.classification_report(
         y, predicted, labels=present, digits=3, zero_division=0,
         target_names=[names[label] for label in present]))
+    scores = metrics(y, probabilities, prepare_data.chosen_names(settings.labels, record["data"]),
+                     names)
+    if scores["look_alike_pairs"]:
+        print(f"{split} accuracy with the look-alikes merged "
+              f"({', '.join(scores['look_alike_pairs'])}): "
+              f"{scores['look_alikes_merged_accuracy']:.4f}\n")
     print(f"most confused pairs, {split} split (true -> predicted, count, share of the class):")
     print("\n".join(confused_pairs(matrix, names, settings.top_confusions)))
     if settings.plots:
         write_plots(checkpoint, split, record, x, y, probabilities, names, matrix)
+    if settings.json:
+        write_text_atomic(settings.json, json.dumps(
+            {"checkpoint": checkpoint, "split": split, "data": record["data"]["source"],
+             "seed": record["data"]["seed"], **scores}, indent=1) + "\n")
+        print(f"wrote {settings.json}")
     correct = int(np.sum(predicted == y))
     print(f"{split} accuracy: {correct / len(y):.4f} ({correct}/{len(y)})")
 

@@ -4,42 +4,80 @@
     python export.py --checkpoint=runs/a/best.keras --export_dir=my-model
 
 Writes into --export_dir:
-- saved_model/: a TensorFlow SavedModel; its `serve` function takes float32 images N x 56 x 56 x 1
-  (0 = background, 1 = stroke) and returns N x 36 class probabilities;
-- model.tflite: the same model for TensorFlow Lite (when the installed TensorFlow can convert);
-- labels.txt: one line per class, `label character`, as evaluate.py names them.
-Loading either needs TensorFlow (or a TFLite runtime) only, not this repository: see README.
+- saved_model/: a TensorFlow SavedModel with two functions. `serve` takes float32 images
+  N x 56 x 56 x 1, already framed (0 = background, 1 = stroke), and returns N x K class
+  probabilities (K: the data's classes). `classify_image` takes one decoded image of any size
+  (uint8 H x W x 1, 2, 3 or 4 channels, as tf.io.decode_image gives it; EXIF orientation is the
+  caller's), frames it as predict.py does (framing.py, with the checkpoint's stroke width) and
+  returns {"probabilities": K, "found": whether it holds ink, "framed": the 56x56 it saw};
+- model.tflite: the same model for TensorFlow Lite (LiteRT), float32;
+- model-int8.tflite: the same with int8 weights and activations (about a quarter of the size),
+  its ranges calibrated on training images; it takes and returns float32 like model.tflite;
+- labels.txt: one line per class, `label name`, as evaluate.py names them.
+It prints each file's size and its accuracy on the checkpoint's test split. Loading the files
+needs TensorFlow (or a LiteRT runtime, ai_edge_litert) only, not this repository: see README.
 """
 import os
 import shutil
 
+import numpy as np
+
 from common import UserError, atomic_path, configure, lazy_import, quiet_native_stderr, run, \
     write_text_atomic
 import evaluate
+import framing
+import predict
 import prepare_data
 
-tf = lazy_import("tensorflow")  # loaded on first use: --help and mistakes answer at once
+keras = lazy_import("keras")  # loaded on first use: --help and mistakes answer at once
+tf = lazy_import("tensorflow")
 
 CHECKPOINT = "out/best.keras"  # a model written by train.py
 EXPORT_DIR = "export"          # where the SavedModel, the TFLite file and labels.txt go
 LABELS = "auto"                # class names: auto (by the checkpoint's data), none, or a PATH
 TFLITE = True                  # True: also write model.tflite; False: the SavedModel only
+INT8 = True                    # True (with --tflite): also write model-int8.tflite
+CALIBRATION_IMAGES = 500       # training images that set the int8 file's value ranges
+DATA = ""                      # the training data, if it has moved ("": where the record says)
+PREPARED_DIR = "data"          # where prepared splits are cached
 
 
-def export_saved_model(model, path):
-    """Writes the SavedModel under a temporary name, then swaps it in: an interrupted export
-    never leaves a half-written model under the final name."""
+def export_saved_model(model, path, min_stroke):
+    """Writes the SavedModel, with its two functions, under a temporary name, then swaps it in:
+    an interrupted export never leaves a half-written model under the final name."""
+    side = prepare_data.SIDE
+
+    def classify_image(image):  # framing.py's framing, then the model: what predict.py does
+        framed = framing.frame_graph(image, min_stroke, framing.SPECK_SHARE)
+        probabilities = model(tf.cast(framed, tf.float32)[None, :, :, None], training=False)
+        return {"probabilities": probabilities[0], "found": tf.reduce_any(framed > 0),
+                "framed": framed}
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint("serve", lambda images: model(images, training=False),
+                         input_signature=[tf.TensorSpec([None, side, side, 1], tf.float32)])
+    archive.add_endpoint("classify_image", classify_image,
+                         input_signature=[tf.TensorSpec([None, None, None], tf.uint8)])
     temporary = path + ".tmp"
     shutil.rmtree(temporary, ignore_errors=True)
-    model.export(temporary, verbose=False)
+    archive.write_out(temporary, verbose=False)
     shutil.rmtree(path, ignore_errors=True)
     os.replace(temporary, path)
 
 
-def export_tflite(saved_model, path):
-    """model.tflite from the SavedModel, or None with the reason if this TensorFlow cannot."""
+def export_tflite(saved_model, path, calibration=None):
+    """A TFLite file from the SavedModel (int8 when given `calibration` images, N x 3136, to
+    set its value ranges), or the reason why this TensorFlow could not convert it."""
     try:
-        flatbuffer = tf.lite.TFLiteConverter.from_saved_model(saved_model).convert()
+        converter = tf.lite.TFLiteConverter.from_saved_model(saved_model, ["serve"])
+        if calibration is not None:
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            converter.representative_dataset = lambda: (
+                [image.reshape(1, prepare_data.SIDE, prepare_data.SIDE, 1).astype(np.float32)]
+                for image in calibration)
+        flatbuffer = converter.convert()
     except Exception as error:  # a converter that is absent or fails: the SavedModel stands
         return f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"
     with atomic_path(path) as tmp:
@@ -48,30 +86,91 @@ def export_tflite(saved_model, path):
     return None
 
 
+def tflite_probabilities(path, x, batch_size=256):
+    """Class probabilities of a TFLite file for N x 3136 binary images, by LiteRT's
+    interpreter (TensorFlow's own, tf.lite.Interpreter, is deprecated)."""
+    from ai_edge_litert.interpreter import Interpreter
+    interpreter = Interpreter(model_path=path)
+    images = np.asarray(x, np.float32).reshape(-1, prepare_data.SIDE, prepare_data.SIDE, 1)
+    batches = []
+    for start in range(0, len(images), batch_size):
+        batch = images[start:start + batch_size]
+        interpreter.resize_tensor_input(0, batch.shape)
+        interpreter.allocate_tensors()
+        interpreter.set_tensor(interpreter.get_input_details()[0]["index"], batch)
+        interpreter.invoke()
+        batches.append(interpreter.get_tensor(interpreter.get_output_details()[0]["index"]))
+    return np.concatenate(batches)
+
+
+def test_data(record, data, prepared_dir, calibration_images):
+    """(test images, their labels, calibration images from the training split), or a
+    UserError's message if the checkpoint's data is not there."""
+    try:
+        x, y = evaluate.load_split(record, "test", data, prepared_dir)
+        train = prepare_data.prepare(data or record["data"]["source"], record["data"]["seed"],
+                                     prepared_dir, verbose=False)["x_train"]
+    except UserError as error:
+        return None, None, None, str(error)
+    chosen = np.random.default_rng(0).permutation(len(train))[:calibration_images]
+    return x, y, train[np.sort(chosen)], None
+
+
+def size_and_accuracy(path, probabilities, y):
+    size = sum(os.path.getsize(os.path.join(root, name)) for root, _, names in os.walk(path)
+               for name in names) if os.path.isdir(path) else os.path.getsize(path)
+    accuracy = "" if y is None else (f", test accuracy {np.mean(probabilities.argmax(1) == y):.4f}"
+                                     f" ({len(y)} images)")
+    return f"{size / 2 ** 20:.1f} MB{accuracy}"
+
+
 def main(argv=None):
     settings = configure(globals(), positional="CHECKPOINT", argv=argv)
     export_dir = settings.export_dir
-    model, record = evaluate.load_checkpoint(settings.checkpoint)
-    evaluate.check_compatible(model, prepare_data.NUM_CLASSES)
-    names = prepare_data.class_names(settings.labels, record["data"]["source"])
+    if settings.calibration_images < 1:
+        raise UserError(f"--calibration_images={settings.calibration_images}: use at least 1")
+    record = evaluate.read_record(settings.checkpoint)
+    names = prepare_data.class_names(settings.labels, record["data"])
     if os.path.exists(export_dir) and not os.path.isdir(export_dir):
         raise UserError(f"--export_dir={export_dir} is a file: choose a folder")
+    x, y, calibration, missing = test_data(record, settings.data, settings.prepared_dir,
+                                           settings.calibration_images)
+    model = evaluate.load_network(settings.checkpoint)
+    evaluate.check_compatible(model, len(names))
     os.makedirs(export_dir, exist_ok=True)
     saved_model = os.path.join(export_dir, "saved_model")
+    float_lite, int8_lite = (os.path.join(export_dir, name)
+                             for name in ("model.tflite", "model-int8.tflite"))
+    failures = {}  # path: why it was not written
     with quiet_native_stderr():  # the exporter's and converter's C++ notices
-        export_saved_model(model, saved_model)
-        failure = export_tflite(saved_model, os.path.join(export_dir, "model.tflite")) \
-            if settings.tflite else "not asked for (--tflite=False)"
-    write_text_atomic(os.path.join(export_dir, "labels.txt"),
-                      "".join(f"{name.replace(':', ' ', 1)}\n" if ":" in name else f"{name} {name}\n"
-                              for name in names))
-    print(f"wrote {saved_model}: serve(images N x 56 x 56 x 1, float32 0/1) -> N x "
-          f"{prepare_data.NUM_CLASSES} probabilities")
-    if failure:
-        print(f"no model.tflite: {failure}")
-    else:
-        print(f"wrote {os.path.join(export_dir, 'model.tflite')}")
-    print(f"wrote {os.path.join(export_dir, 'labels.txt')}: one 'label character' line per class")
+        export_saved_model(model, saved_model, predict.pen_width(record))
+        if settings.tflite:
+            failures[float_lite] = export_tflite(saved_model, float_lite)
+            if settings.int8:
+                failures[int8_lite] = (f"no training images to calibrate it ({missing})"
+                                       if missing else
+                                       export_tflite(saved_model, int8_lite, calibration))
+    write_text_atomic(os.path.join(export_dir, "labels.txt"), "".join(
+        f"{label} {name or label}\n"
+        for label, name in enumerate(prepare_data.chosen_names(settings.labels, record["data"]))))
+    print(f"each takes images N x 56 x 56 x 1 (float32, 0/1) and returns N x {len(names)} "
+          f"probabilities (the SavedModel by its serve function)")
+    int8_kind = f"int8 TFLite, calibrated on {0 if missing else len(calibration)} training images"
+    for path, kind in ((saved_model, "SavedModel"), (float_lite, "float32 TFLite"),
+                       (int8_lite, int8_kind)):
+        if path not in failures and path != saved_model:
+            continue  # not asked for
+        if failures.get(path):
+            print(f"no {os.path.basename(path)}: {failures[path]}")
+            continue
+        with quiet_native_stderr():  # LiteRT's notice of its CPU delegate
+            probabilities = None if x is None else (
+                evaluate.predict_probabilities(model, x) if path == saved_model
+                else tflite_probabilities(path, x))
+        print(f"wrote {path} ({kind}): {size_and_accuracy(path, probabilities, y)}")
+    if missing:
+        print(f"no test accuracies: {missing}")
+    print(f"wrote {os.path.join(export_dir, 'labels.txt')}: one 'label name' line per class")
 
 
 if __name__ == "__main__":

@@ -4,22 +4,23 @@
     python predict.py img.png --json=True          # one JSON object per line
 
 Takes image files of any size (PNG, JPEG, ...: photos, scans, canvas exports with a
-transparent background), turned into the training format: white strokes on black, the character
-cropped to its ink, scaled to fill a 56x56 frame and made binary. Also .npy or pickle arrays of
-N x 3136 binary pixels. Prints the top 3 characters with their probabilities for each image.
+transparent background), turned into the training format by framing.py: white strokes on
+black, the character cropped to its ink, scaled to fill a 56x56 frame and made binary. Also
+.npy or pickle arrays of N x 3136 binary pixels. Prints the top 3 characters with their
+probabilities for each image, or "no character found" for an image with no ink.
 
 From Python: `from predict import predict; labels = predict(images)` (images N x 3136 or
-N x 56 x 56, 0/1 or 0/255); the model is loaded once and kept.
+N x 56 x 56, 0/1 or 0/255; -1 for an image with no ink); the model is loaded once and kept.
 """
 import functools
 import json
-import math
 import os
 
 import numpy as np
 
 from common import UserError, configure, lazy_import, run
 import evaluate
+import framing
 import prepare_data
 
 tf = lazy_import("tensorflow")  # loaded on first use: --help and mistakes answer at once
@@ -35,31 +36,21 @@ MIN_STROKE = 0.0               # image files: strokes thinner than this many pix
 SPECK_SHARE = 0.01             # image files: ink blobs under this share of all the ink are
                                # specks, left out of the framing
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
-STROKE_IF_UNKNOWN = 3.0        # --min_stroke=0 for a checkpoint that recorded no stroke width
-_FIXED = ("STROKE_IF_UNKNOWN",)  # a fallback for older checkpoints, not a choice
+NO_CHARACTER = -1              # predict()'s answer for an image with no ink
+_FIXED = ("NO_CHARACTER",)
+
+
+@functools.lru_cache(maxsize=4)
+def read_record(checkpoint=CHECKPOINT):
+    """The checkpoint's run record (evaluate.read_record), read once per checkpoint."""
+    return evaluate.read_record(checkpoint)
 
 
 @functools.lru_cache(maxsize=4)
 def load_model(checkpoint=CHECKPOINT):
     """The model and its run record, loaded once per checkpoint."""
-    return evaluate.load_checkpoint(checkpoint)
-
-
-def ink_of(image):
-    """A PIL image -> (H x W floats 0..1, strokes bright). Handles what people have: EXIF-
-    rotated phone photos, dark-on-light scans and photos, and transparent PNGs (a canvas
-    export: strokes of any colour on a transparent background, where the alpha is the ink)."""
-    from PIL import ImageOps
-    image = ImageOps.exif_transpose(image)
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-        alpha = np.asarray(image.convert("RGBA"))[..., 3].astype(np.float64)
-        if alpha.min() < 128 <= alpha.max():  # see-through background, opaque strokes
-            return alpha / 255
-    gray = np.asarray(image.convert("L"), np.float64)
-    if np.median(gray) > (gray.min() + gray.max()) / 2:
-        gray = 255 - gray  # most pixels are light: a light background, dark strokes
-    background, high = np.median(gray), gray.max()
-    return np.clip((gray - background) / max(high - background, 1), 0, 1)
+    record = read_record(checkpoint)  # first: a missing file is named as such
+    return evaluate.load_network(checkpoint), record
 
 
 def pen_width(record=None, min_stroke=MIN_STROKE):
@@ -67,56 +58,22 @@ def pen_width(record=None, min_stroke=MIN_STROKE):
     with this run record: `min_stroke`, or when 0 how thin the strokes of its training images
     get (the 10th percentile of their widths, which train.py records)."""
     recorded = record["data"].get("stroke_width") if record else None
-    return min_stroke or recorded or STROKE_IF_UNKNOWN
-
-
-def to_training_format(ink, min_stroke=None, speck_share=SPECK_SHARE):
-    """Ink (H x W, 0..1, strokes bright) -> 3136 binary pixels framed like the training data:
-    specks (blobs under `speck_share` of the ink) dropped, strokes that would come out thinner
-    than `min_stroke` pixels (default: pen_width() with no checkpoint) widened, the character
-    cropped to its ink, scaled to fill the 56x56 frame and binarised (the same framing as the
-    embedded default). A 56x56 two-valued image is taken exactly as it is."""
-    from scipy import ndimage
-    ink = np.asarray(ink, np.float64)
-    side = prepare_data.SIDE
-    if ink.shape == (side, side) and len(np.unique(ink)) <= 2:
-        bright = ink > (ink.min() + ink.max()) / 2
-        # background is the majority; strokes are the minority colour
-        return (bright if bright.mean() <= 0.5 else ~bright).astype(np.uint8).ravel()
-    mask = ink > 0.5
-    blobs, count = ndimage.label(mask, structure=np.ones((3, 3)))
-    if count:
-        sizes = np.bincount(blobs.ravel())[1:]
-        mask = np.isin(blobs, 1 + np.flatnonzero(sizes >= speck_share * sizes.sum()))
-    if not mask.any():
-        return np.zeros(side * side, np.uint8)
-    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
-    scale = (side - 1) / max(rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1)
-    width = prepare_data.stroke_width_of(mask)
-    grow = math.ceil(((min_stroke or pen_width()) / scale - width) / 2)  # pixels on each side
-    if grow > 0:
-        mask = ndimage.binary_dilation(mask, np.ones((3, 3)), iterations=grow)
-    return prepare_data.frame_character(mask.astype(np.float64)).ravel()
+    return min_stroke or recorded or framing.MIN_STROKE
 
 
 def read_inputs(paths, min_stroke=None, speck_share=SPECK_SHARE):
-    """(names, N x 3136 uint8) from image files (framed by to_training_format with these
-    settings) and array files."""
-    from PIL import Image, UnidentifiedImageError
+    """(names, N x 3136 uint8) from image files (framed by framing.py with these settings)
+    and array files."""
     names, rows = [], []
     for path in paths:
         if not os.path.isfile(path):
             raise UserError(f"input not found: {path}")
-        if path.lower().endswith(IMAGE_SUFFIXES):
-            try:
-                with Image.open(path) as image:
-                    rows.append(to_training_format(ink_of(image), min_stroke, speck_share))
-            except (UnidentifiedImageError, OSError) as error:
-                raise UserError(f"{path} is not a readable image ({error})") from None
-            names.append(path)
-            continue
         with open(path, "rb") as f:
             raw = f.read()
+        if path.lower().endswith(IMAGE_SUFFIXES):
+            rows.append(framing.read_image_file(raw, path, min_stroke, speck_share))
+            names.append(path)
+            continue
         if path.endswith(".npy"):
             try:
                 array = np.load(path, allow_pickle=False)
@@ -145,27 +102,35 @@ def as_model_input(images, where="images"):
 
 
 def predict_probabilities(images, checkpoint=CHECKPOINT):
+    """The model's class probabilities (N x classes) for binary images, as predict() takes
+    them (an image with no ink gets them too: check with images.any(axis=1))."""
     model, _ = load_model(checkpoint)
     return evaluate.predict_probabilities(model, as_model_input(images))
 
 
 def predict(images, checkpoint=CHECKPOINT):
-    """Labels (ints 0..35) for binary images, N x 3136 or N x 56 x 56 (0/1, bool or 0/255).
-    Raises UserError for anything else (greyscale, other shapes), naming the problem."""
-    return predict_probabilities(images, checkpoint).argmax(axis=1)
+    """Labels (ints 0..classes-1) for binary images, N x 3136 or N x 56 x 56 (0/1, bool or
+    0/255), and NO_CHARACTER (-1) for an image with no ink, as predict.py says "no character
+    found". Raises UserError for anything else (greyscale, other shapes), naming the problem."""
+    x = as_model_input(images)
+    labels = predict_probabilities(x, checkpoint).argmax(axis=1)
+    return np.where(x.any(axis=1), labels, NO_CHARACTER)
 
 
 def main(argv=None):
     settings, paths = configure(globals(), positional="*", argv=argv)
-    record = evaluate.read_record(settings.checkpoint)  # the model loads once inputs are read
+    record = read_record(settings.checkpoint)  # the model loads once the inputs are read
     names_in, images = read_inputs(paths, pen_width(record, settings.min_stroke),
                                    settings.speck_share)
-    class_names = prepare_data.class_names(settings.labels, record["data"]["source"])
+    class_names = prepare_data.class_names(settings.labels, record["data"])
     probabilities = predict_probabilities(images, settings.checkpoint)
-    for name, row in zip(names_in, probabilities):
+    for name, row, pixels in zip(names_in, probabilities, images):
         best = np.argsort(row)[::-1][:settings.top]
-        if settings.json:
-            print(json.dumps({"input": name, "label": int(best[0]),
+        if not pixels.any():  # nothing to read: no label, as the page refuses an empty drawing
+            print(json.dumps({"input": name, "found": False, "top": []}) if settings.json
+                  else f"{name}: no character found")
+        elif settings.json:
+            print(json.dumps({"input": name, "found": True, "label": int(best[0]),
                               "top": [{"label": int(label), "name": class_names[label],
                                        "probability": round(float(row[label]), 4)}
                                       for label in best]}))

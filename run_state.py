@@ -1,7 +1,10 @@
 """What train.py keeps in --out_dir, and how an interrupted run resumes exactly.
 
 - best.keras, the model of the best epoch so far, and best.json, its record (settings, data
-  fingerprint, best epoch, per-epoch history), replaced only by a better epoch, atomically;
+  fingerprint, best epoch, per-epoch history), replaced only by a better epoch, atomically.
+  best.keras carries what inference needs of that record too (the data's fingerprint, class
+  names and stroke width, in an extra `image_classifier.json` inside its zip), so a copy of it
+  alone still predicts, serves and exports;
 - history.csv, the per-epoch history of the run that wrote best.keras. A later run in the same
   folder that does not beat it writes its own history beside it, as history-<run id>.csv;
 - resume/: run.json (the unfinished run's settings and data) and one checkpoint of its last
@@ -14,6 +17,7 @@ import json
 import math
 import os
 import shutil
+import zipfile
 
 from common import UserError, atomic_path, lazy_import, write_text_atomic
 import prepare_data
@@ -85,10 +89,35 @@ def stopped_improving(history, patience):
             and len(history) - best_epoch_of(history)[0] >= patience)
 
 
+MODEL_NOTE = "image_classifier.json"  # the record's data, inside a .keras file's zip
+
+
 def data_fingerprint(manifest, x_train):
-    # 9 in 10 training images have strokes at least this wide: predict.py widens thinner ones
-    stroke = {"stroke_width": round(prepare_data.stroke_width(x_train, percentile=10), 2)}
-    return {key: manifest[key] for key in ("source", "source_sha256", "seed", "counts")} | stroke
+    """The run record's "data": what was trained on, its classes and how wide its strokes are
+    (9 in 10 training images have strokes at least `stroke_width` wide: predict.py widens
+    thinner ones)."""
+    return {**{key: manifest[key] for key in ("source", "source_sha256", "seed", "counts")},
+            "num_classes": prepare_data.num_classes_of(manifest),
+            "class_names": prepare_data.names_of_classes(manifest),
+            "stroke_width": round(prepare_data.stroke_width(x_train, percentile=10), 2)}
+
+
+def attach_to_model_file(path, data):
+    """Adds the record's data to a saved .keras file (a zip: Keras reads only its own
+    entries), so that the model file alone names its classes."""
+    with zipfile.ZipFile(path, "a") as archive:
+        archive.writestr(MODEL_NOTE, json.dumps({"data": data}, indent=1))
+
+
+def attached_to_model_file(path):
+    """The {"data": ...} that attach_to_model_file put into a .keras file, or None."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            note = json.loads(archive.read(MODEL_NOTE))
+        note["data"]["source"], note["data"]["source_sha256"], note["data"]["seed"]
+        return note
+    except (OSError, KeyError, ValueError, TypeError, zipfile.BadZipFile):
+        return None
 
 
 def same_data(a, b):
@@ -180,6 +209,7 @@ def keep_best(out_dir, run_info, history, best_record, patience, write_dir=None)
             if score(row) > score(self.best_saved):
                 with atomic_path(os.path.join(self.write_dir, "best.keras")) as tmp:
                     self.model.save(tmp)
+                    attach_to_model_file(tmp, self.run_info["data"])
                 if not self.owns_best and os.path.exists(self.history_path):
                     os.remove(self.history_path)  # from now on in history.csv, beside its model
                 self.best_saved, self.best_epoch, self.owns_best = row, epoch + 1, True

@@ -6,7 +6,8 @@
 Draw on the canvas with a mouse, a pen or a finger: the model's best guesses update as you draw,
 and beside them the 56x56 binary image the model actually saw, so that you see how your drawing
 was framed. An image file can be uploaded instead. Drawings and uploads are turned into the
-model's input by predict.py's code (one way of framing for both), in memory: the server writes
+model's input by framing.py, which frames predict.py's files, image folders and the exported
+model's images too (one way of framing for all), in memory: the server writes
 no files and serves only the page in web/.
 
 It is built on Flask: a small, well-kept library whose development server is enough for one
@@ -19,6 +20,7 @@ import os
 import numpy as np
 
 from common import UserError, configure, run
+import framing
 import predict
 import prepare_data
 
@@ -46,18 +48,7 @@ def png_data_url(pixels):
 def read_image(raw, min_stroke=None, max_pixels=MAX_PIXELS):
     """Upload bytes -> the model's input (3136 pixels 0/1, strokes at least `min_stroke`
     pixels wide), or a UserError saying why not (one over `max_pixels` is not decoded)."""
-    from PIL import Image, UnidentifiedImageError
-    try:
-        image = Image.open(io.BytesIO(raw))
-        width, height = image.size
-        if width * height > max_pixels:
-            raise UserError(f"the image is {width} x {height} pixels: over the limit of "
-                            f"{max_pixels:,}; send a smaller one")
-        ink = predict.ink_of(image)
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError, ValueError) as error:
-        raise UserError(f"not a readable image ({type(error).__name__}): send a PNG or JPEG") \
-            from None
-    pixels = predict.to_training_format(ink, min_stroke)
+    pixels = framing.read_image_file(raw, "the upload", min_stroke, max_pixels=max_pixels)
     if not pixels.any():
         raise UserError("the image is empty: draw a character first")
     return pixels
@@ -68,8 +59,8 @@ def create_app(checkpoint, labels=LABELS, top=TOP, max_upload_mb=MAX_UPLOAD_MB,
     """The Flask app for one checkpoint, loaded (and checked) once, before serving."""
     from flask import Flask, jsonify, request, send_from_directory
     model, record = predict.load_model(checkpoint)
-    predict.evaluate.check_compatible(model, prepare_data.NUM_CLASSES)
-    names = prepare_data.class_names(labels, record["data"]["source"])
+    names = prepare_data.class_names(labels, record["data"])
+    predict.evaluate.check_compatible(model, len(names))
     app = Flask(__name__, static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = int(max_upload_mb * 2 ** 20)
 

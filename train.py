@@ -11,6 +11,7 @@ settings; --fresh starts over. From Python: `train.main(["--epochs=5"])`, or
 `train.run_training(train.defaults(epochs=5))`.
 """
 import dataclasses
+import importlib.util
 import math
 import os
 import shutil
@@ -29,7 +30,8 @@ keras = lazy_import("keras")  # loaded on first use, once the settings and data 
 tf = lazy_import("tensorflow")
 tf_config = lazy_import("tensorflow.python.framework.config")  # the public half lacks the query
 
-DATA = "data/train.pkl"   # your train.pkl (or .npz); the embedded digits while it is absent
+DATA = "data/train.pkl"   # your train.pkl (or .npz), or a folder of class subfolders of images;
+                          # the embedded digits while data/train.pkl is absent
 PREPARED_DIR = "data"     # where prepared splits are cached
 OUT_DIR = "out"           # where this run's checkpoints and records go
 SEED = 1337               # seeds the split, initial weights, shuffling, augmentation and dropout
@@ -58,9 +60,13 @@ DISTRIBUTE = "auto"       # auto: all GPUs if several, all workers if TF_CONFIG 
                           # MirroredStrategy even on one device; off: one device
 VERBOSE = -1              # Keras progress: 0 silent, 1 progress bar, 2 a line per epoch; -1: the
                           # bar on a terminal, a line per epoch in a log file
+TENSORBOARD = False       # True: also write TensorBoard logs (loss, accuracy, learning rate per
+                          # epoch) into the tensorboard folder of --out_dir, to watch with
+                          # tensorboard --logdir out/tensorboard
 
 # Settings that may differ when a run is resumed: they do not change what is computed.
-RESUMABLE_CHANGES = {"DATA", "PREPARED_DIR", "OUT_DIR", "FRESH", "VERBOSE", "DISTRIBUTE"}
+RESUMABLE_CHANGES = {"DATA", "PREPARED_DIR", "OUT_DIR", "FRESH", "VERBOSE", "DISTRIBUTE",
+                     "TENSORBOARD"}
 IMAGE_SHAPE = (prepare_data.SIDE, prepare_data.SIDE, 1)  # the model's input, from the format
 CHOICES = {"lr_schedule": ("auto", "plateau", "cosine", "constant"),
            "distribute": ("auto", "mirrored", "off"),
@@ -127,16 +133,17 @@ def patience_of(settings):
 
 # ---------------------------------------------------------------------------- input pipeline
 
-def make_dataset(x, y, batch_size):
+def make_dataset(x, y, batch_size, num_classes=prepare_data.NUM_CLASSES):
     """Validation or test batches: (float 56x56x1 images, one-hot labels), in order."""
     dataset = tf.data.Dataset.from_tensor_slices((x.reshape(-1, *IMAGE_SHAPE), y))
     dataset = dataset.batch(batch_size).map(
         lambda images, labels: (tf.cast(images, tf.float32),
-                                tf.one_hot(labels, prepare_data.NUM_CLASSES)))
+                                tf.one_hot(labels, num_classes)))
     return dataset.cache().prefetch(tf.data.AUTOTUNE)
 
 
-def make_training_dataset(x, y, settings, first_epoch, last_epoch):
+def make_training_dataset(x, y, settings, first_epoch, last_epoch,
+                          num_classes=prepare_data.NUM_CLASSES):
     """Batches of epochs first_epoch..last_epoch - 1 (0-based), one after the other, of
     --batch_size images. Each epoch's order and augmentation draws come from (--seed, epoch)
     alone, so a resumed run sees exactly what the uninterrupted run would have seen; parallel
@@ -164,7 +171,7 @@ def make_training_dataset(x, y, settings, first_epoch, last_epoch):
             else:
                 batch = augmented()
         return (tf.cast(batch, tf.float32),
-                tf.one_hot(tf.gather(labels, indices), prepare_data.NUM_CLASSES))
+                tf.one_hot(tf.gather(labels, indices), num_classes))
 
     dataset = tf.data.Dataset.range(first_epoch, last_epoch).flat_map(one_epoch)
     dataset = dataset.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
@@ -211,12 +218,14 @@ def epoch_state(history, settings):
     return EpochState()
 
 
-def new_model(settings, steps_per_epoch=1, build_network=None):
+def new_model(settings, steps_per_epoch=1, build_network=None,
+              num_classes=prepare_data.NUM_CLASSES):
     """The network (model.py's, with the sizes in `settings`, unless `build_network` takes the
-    number of classes and makes another), compiled with this recipe's optimiser and loss."""
+    number of classes and makes another) with `num_classes` outputs, compiled with this
+    recipe's optimiser and loss."""
     require_resolved(settings)
-    network = (build_network(prepare_data.NUM_CLASSES) if build_network else
-               model.build_model(prepare_data.NUM_CLASSES, **pick(settings, vars(model))))
+    network = (build_network(num_classes) if build_network else
+               model.build_model(num_classes, **pick(settings, vars(model))))
     rate = settings.learning_rate
     if settings.lr_schedule == "cosine":
         rate = keras.optimizers.schedules.CosineDecay(rate, settings.epochs * steps_per_epoch)
@@ -233,12 +242,16 @@ def run_training(settings, build_network=None):
     """One training run of `settings` (unresolved: the size rule is applied here), as
     `python train.py` does it; `build_network` as in new_model. Returns the run's record."""
     check_settings(settings)
+    if settings.tensorboard and importlib.util.find_spec("tensorboard") is None:
+        raise UserError("--tensorboard=True needs the tensorboard package: pip install -r "
+                        "requirements.txt")
     verbose = settings.verbose if settings.verbose >= 0 else 1 if sys.stdout.isatty() else 2
     # The data and the run's records first, TensorFlow after: a mistake answers at once.
     chief, role = devices.worker_role(settings.distribute)
     data = prepare_data.prepare(settings.data, settings.seed, settings.prepared_dir,
                                 verbose=chief)
     settings, rule = resolve(settings, len(data["y_train"]))  # before the settings are recorded
+    num_classes = prepare_data.num_classes_of(data["manifest"])  # the head fits the data
     out_dir = settings.out_dir
     os.makedirs(out_dir, exist_ok=True)
     run_info, resume_path, epochs_done, history, best_record = run_state.start_or_resume(
@@ -258,28 +271,34 @@ def run_training(settings, build_network=None):
 
     steps_per_epoch = math.ceil(len(data["y_train"]) / settings.batch_size)
     train = make_training_dataset(data["x_train"], data["y_train"], settings, epochs_done,
-                                  settings.epochs)
+                                  settings.epochs, num_classes)
     # No gradients for validation: big batches are faster.
-    val = make_dataset(data["x_val"], data["y_val"], max(settings.batch_size, 512))
+    val = make_dataset(data["x_val"], data["y_val"], max(settings.batch_size, 512), num_classes)
     with strategy.scope():
         network = (keras.saving.load_model(resume_path) if resume_path
-                   else new_model(settings, steps_per_epoch, build_network))
+                   else new_model(settings, steps_per_epoch, build_network, num_classes))
     if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
-        devices.mend_keras_for_multiworker(network, strategy, IMAGE_SHAPE,
-                                           prepare_data.NUM_CLASSES)
+        devices.mend_keras_for_multiworker(network, strategy, IMAGE_SHAPE, num_classes)
     keeper = run_state.keep_best(out_dir, run_info, history, best_record, patience_of(settings),
                                 write_dir)
-    print(f"training on {len(data['y_train'])} images, validating on {len(data['y_val'])}; "
+    print(f"training on {len(data['y_train'])} images in {num_classes} classes, validating on "
+          f"{len(data['y_val'])}; "
           f"{network.count_params():,} parameters; augmentation {augmentation_plan(settings)}; "
           f"learning rate {settings.lr_schedule}", flush=True)
     if rule:
         print(f"chose {rule}", flush=True)
+    callbacks = [epoch_state(history, settings), keeper]
+    if settings.tensorboard:  # per epoch, continued by a resumed run; the graph is not needed
+        callbacks.append(keras.callbacks.TensorBoard(os.path.join(write_dir, "tensorboard"),
+                                                     write_graph=False))
+        print(f"TensorBoard logs in {os.path.join(write_dir, 'tensorboard')}: tensorboard "
+              f"--logdir {os.path.join(write_dir, 'tensorboard')}", flush=True)
     started = time.time()
     if epochs_done < settings.epochs and not run_state.stopped_improving(
             history, patience_of(settings)):
         network.fit(train, validation_data=val, epochs=settings.epochs,
                     initial_epoch=epochs_done, steps_per_epoch=steps_per_epoch,
-                    callbacks=[epoch_state(history, settings), keeper], verbose=verbose,
+                    callbacks=callbacks, verbose=verbose,
                     shuffle=False)  # shuffled by the dataset, per epoch
     shutil.rmtree(os.path.join(write_dir, "resume"), ignore_errors=True)  # the run is complete
     if not chief:

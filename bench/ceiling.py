@@ -128,22 +128,22 @@ def differing_settings(records):
             for r in records]
 
 
-def confusions(y, predicted, among):
+def confusions(y, predicted, among, num_classes=prepare_data.NUM_CLASSES):
     """A confusion matrix whose off-diagonal cells count only the images in `among` (the
     others count as correct, so that each row still sums to the class's size)."""
     return sklearn_metrics.confusion_matrix(y, np.where(among, predicted, y),
-                            labels=range(prepare_data.NUM_CLASSES))
+                                            labels=range(num_classes))
 
 
 def report(paths, settings):
     models = load_models(paths, settings.data, settings.data_seed)
     record = models[0][2]
     split, shift = settings.split, settings.shift
-    names = prepare_data.class_names(settings.labels, record["data"]["source"])
+    names = prepare_data.class_names(settings.labels, record["data"])
     x, y = evaluate.load_split(record, split, prepared_dir=settings.prepared_dir)
     rows, probabilities, wrong_in_all = [], [], np.ones(len(y), bool)
     for (path, model, _), differing in zip(models, differing_settings([m[2] for m in models])):
-        evaluate.check_compatible(model, prepare_data.NUM_CLASSES)
+        evaluate.check_compatible(model, len(names))
         plain = evaluate.predict_probabilities(model, x)
         shifts = shift_averaged(model, x, shift)
         probabilities.append(plain)
@@ -174,7 +174,7 @@ def report(paths, settings):
         f"{forced} of {len(all_y)} ({forced / len(all_y):.2%}) are wrong under any classifier.",
         "", "Most confused pairs among the errors every model makes (true -> the ensemble's "
         "answer, count, share of the class in the split):", "", "```",
-        *evaluate.confused_pairs(confusions(y, ensemble, wrong_in_all), names,
+        *evaluate.confused_pairs(confusions(y, ensemble, wrong_in_all, len(names)), names,
                                  settings.top_confusions),
         "```"])
 

@@ -8,10 +8,12 @@ same model trained the plain way (model.fit on numpy arrays, imgaug on each batc
 loop, as the reference project did), at our batch size and at the reference's batch of 32.
 Also: the compute floor from this machine's measured peak FLOP/s, the epoch time with no input
 pipeline at all, the cost of DETERMINISTIC=True, and how long commands take from the shell
-(--help, a mistake, predict.py on one image file: each the fastest of --command_repeats runs).
+(--help, a mistake, predict.py on one image file: each the fastest of --command_repeats runs),
+and how many image files a second framing.py frames.
 All ratios come from one run on one machine.
 """
 import dataclasses
+import io
 import math
 import os
 import json
@@ -200,6 +202,27 @@ def time_commands(model, x, report, repeats=COMMAND_REPEATS):
                    command_seconds(command, folder, exit_code, repeats), "s")
 
 
+def framing_images_per_second(x, count=200):
+    """How many image files a second framing.py frames (what a folder's first preparation
+    and predict.py do to each file): `count` test images drawn dark on light at 112 to 448
+    pixels a side, as PNG bytes, decoded and framed one by one."""
+    import framing
+    from PIL import Image
+    rng = np.random.default_rng(0)
+    files = []
+    for image in x[:count]:
+        side = int(rng.integers(112, 449))
+        drawn = Image.fromarray((255 - 255 * image.reshape(56, 56)).astype(np.uint8))
+        buffer = io.BytesIO()
+        drawn.resize((side, side), Image.BILINEAR).save(buffer, "PNG")
+        files.append(buffer.getvalue())
+    framing.read_image_file(files[0], "the first file")  # traces the framing once
+    started = time.perf_counter()
+    for raw in files:
+        framing.read_image_file(raw, "a timed file")
+    return len(files) / (time.perf_counter() - started)
+
+
 def peak_memory_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -235,6 +258,8 @@ def main(argv=None):
     report("ours: evaluation", images_per_second(model, x_test), "images/s")
     report("ours: peak memory so far", peak_memory_mb(), "MB")
     time_commands(model, x_test, report, settings.command_repeats)
+    report("framing image files (framing.py; PNGs of 112-448 px)",
+           framing_images_per_second(x_test), "images/s")
     floor = training_flops_per_image(model) * len(x) / flops
     report("compute floor: training FLOPs / peak rate", floor, "s")
     compute = time_compute_only(recipe, x, y, epochs)

@@ -3,7 +3,8 @@
 tests/test_train_evaluate.py checks that this list is complete and names tests that exist."""
 
 TRAIN = {  # train.py's own settings; bench/deeper.py passes the same ones to train.run_training
-    "data": ("test_settings_of_train_take_effect", "test_a_lone_argument_is_the_data_path_where_that_is_obvious"),
+    "data": ("test_settings_of_train_take_effect", "test_a_lone_argument_is_the_data_path_where_that_is_obvious",
+             "test_a_folder_of_class_subfolders_trains_with_its_names"),
     "prepared_dir": ("test_settings_of_train_take_effect",),
     "out_dir": ("test_settings_of_train_take_effect",),
     "seed": ("test_settings_of_train_take_effect", "test_every_epoch_comes_from_seed_and_epoch_alone"),
@@ -26,6 +27,7 @@ TRAIN = {  # train.py's own settings; bench/deeper.py passes the same ones to tr
     "deterministic": ("test_same_seed_same_run_and_the_determinism_switch",),
     "distribute": ("test_mirrored_strategy_path_runs_on_one_cpu_replica",),
     "verbose": ("test_settings_of_train_take_effect",),
+    "tensorboard": ("test_tensorboard_logs_loss_accuracy_and_learning_rate_per_epoch",),
 }
 MODEL = {  # model.py's sizes: build_model's arguments, from train.py and model.py's command line
     name: ("test_model_sizes_follow_its_arguments", "test_settings_of_train_take_effect")
@@ -54,7 +56,9 @@ PROOFS = {
        for name, tests in {**TRAIN, **AUGMENT}.items()},
     **{f"bench/deeper.py --{name}": ("test_deeper_probe_trains_its_own_network_with_train_py_recipe",)
        for name in ("widths", "dense_units", "dropout")},
-    "prepare_data.py --input": ("test_cli_prints_class_table", "test_a_lone_argument_is_the_data_path_where_that_is_obvious"),
+    "prepare_data.py --input": ("test_cli_prints_class_table", "test_a_lone_argument_is_the_data_path_where_that_is_obvious",
+                                "test_an_odd_folder_gets_one_clear_line"),
+    "prepare_data.py --output": ("test_a_folder_becomes_the_users_pickle",),
     "prepare_data.py --prepared_dir": ("test_cli_prints_class_table",),
     "prepare_data.py --seed": ("test_cli_prints_class_table",),
     "evaluate.py --checkpoint": ("test_evaluate_refuses_missing_and_foreign_checkpoints",),
@@ -64,6 +68,7 @@ PROOFS = {
     "evaluate.py --batch_size": ("test_settings_of_evaluate_take_effect",),
     "evaluate.py --labels": ("test_settings_of_evaluate_take_effect",),
     "evaluate.py --plots": ("test_evaluate_reports_and_plots",),
+    "evaluate.py --json": ("test_evaluate_json_has_the_metrics_for_machines",),
     "evaluate.py --top_confusions": ("test_settings_of_evaluate_take_effect",),
     "predict.py --checkpoint": ("test_predict_reads_back_pngs_with_evaluates_labels",),
     "predict.py --labels": ("test_predict_reads_back_pngs_with_evaluates_labels",),
@@ -82,6 +87,10 @@ PROOFS = {
     "export.py --export_dir": ("test_export_settings_and_refusals",),
     "export.py --labels": ("test_export_settings_and_refusals",),
     "export.py --tflite": ("test_export_settings_and_refusals",),
+    "export.py --int8": ("test_export_settings_and_refusals", "test_exports_reload_without_this_repo_and_agree"),
+    "export.py --calibration_images": ("test_export_settings_and_refusals",),
+    "export.py --data": ("test_export_settings_and_refusals",),
+    "export.py --prepared_dir": ("test_export_settings_and_refusals",),
     **{f"bench/accuracy.py --{name}": ("test_accuracy_benchmark_runs_both_recipes",)
        for name in ("data", "seeds", "reference_augment", "reference_steps", "train_args", "quick",
                     "work_dir", "output")},

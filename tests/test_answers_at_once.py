@@ -42,6 +42,11 @@ def work(tmp_path_factory):
     (work / "hostile.pkl").write_bytes(pickle.dumps(Hostile()))
     (work / "corrupt.pkl").write_bytes(b"\x80\x04not really a pickle")
     (work / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    (work / "flat").mkdir()  # an image folder with no class subfolders
+    (work / "flat" / "a.png").write_bytes(b"")
+    for name in ("A", "B"):  # and one with an empty class folder
+        (work / "hollow" / name).mkdir(parents=True)
+    (work / "hollow" / "A" / "a.png").write_bytes(b"")
     # a checkpoint whose record names data that has gone, and one beside a readable record
     for name, source in (("gone", str(work / "gone.pkl")), ("here", str(work / "good.pkl"))):
         (work / name).mkdir()
@@ -68,6 +73,10 @@ CASES = [(script, ["--help"], 0, "Settings") for script in SCRIPTS] + [
     ("train.py", ["--data=good.pkl", "--out_dir=other"], 2, "other data"),
     ("prepare_data.py", ["missing.pkl"], 2, "not found"),
     ("prepare_data.py", ["shapes.pkl"], 2, "3136"),
+    ("prepare_data.py", ["flat"], 2, "no class subfolders"),
+    ("train.py", ["--data=hollow"], 2, "holds no files"),
+    ("evaluate.py", ["--checkpoint=here/best.keras", "--json=out.txt"], 2, ".json"),
+    ("train.py", ["--tensorboard=maybe"], 2, "True or False"),
     ("evaluate.py", ["--checkpoint=missing.keras"], 2, "not found"),
     ("evaluate.py", ["--checkpoint=gone/best.keras"], 2, "not found"),
     ("evaluate.py", ["--checkpoint=here/best.keras"], 2, "not the data"),

@@ -95,7 +95,8 @@ def test_speed_benchmark_reports_every_measure(tmp_path):
     table = (tmp_path / "speed.md").read_text()
     for measure in ("ours: epoch, augmentation on", "compute floor", "plain way",
                     "augmentation cost", "peak memory", "command: python train.py --help",
-                    "command: python predict.py --checkpoint=best.keras one.png"):
+                    "command: python predict.py --checkpoint=best.keras one.png",
+                    "framing image files"):
         assert measure in table, measure
     assert "256 training and 128 test images" in result.stdout
     assert "data: generated" in result.stdout  # --data: no such file here, so generated images

@@ -1,5 +1,8 @@
-"""export.py: a SavedModel and a TFLite file that load without this repository and agree with
-the .keras model; label names beside them; clear refusals."""
+"""export.py: a SavedModel and TFLite files (float32 and int8) that load without this
+repository and agree with the .keras model; their sizes and test accuracies; label names beside
+them; clear refusals."""
+import re
+import os
 import subprocess
 import sys
 import textwrap
@@ -8,25 +11,27 @@ import numpy as np
 
 import evaluate
 import prepare_data
-from conftest import assert_user_error, refusal, run_script
+from conftest import assert_user_error, make_dataset, refusal, run_script, run_scripts_together, \
+    write_pickle
 
-# Runs in a separate Python, from a folder outside the repository: only TensorFlow and numpy.
+# Runs in a separate Python, from a folder outside the repository: only TensorFlow, LiteRT
+# and numpy, as the README shows.
 RELOAD = textwrap.dedent("""
     import sys
     import numpy as np
     import tensorflow as tf
+    from ai_edge_litert.interpreter import Interpreter
     images = np.load("images.npy").astype(np.float32)  # N x 56 x 56 x 1, 0/1
     exported = tf.saved_model.load("export/saved_model")  # keep it: serve() uses its variables
-    served = exported.serve(images).numpy()
-    interpreter = tf.lite.Interpreter(model_path="export/model.tflite")
-    interpreter.resize_tensor_input(0, images.shape)
-    interpreter.allocate_tensors()
-    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], images)
-    interpreter.invoke()
-    lite = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+    np.save("served.npy", exported.serve(images).numpy())
+    for name in ("model", "model-int8"):
+        lite = Interpreter(model_path=f"export/{name}.tflite")
+        lite.resize_tensor_input(0, images.shape)
+        lite.allocate_tensors()
+        lite.set_tensor(lite.get_input_details()[0]["index"], images)
+        lite.invoke()
+        np.save(f"{name}.npy", lite.get_tensor(lite.get_output_details()[0]["index"]))
     assert not {"prepare_data", "evaluate", "model", "export"} & set(sys.modules)
-    np.save("served.npy", served)
-    np.save("lite.npy", lite)
 """)
 
 
@@ -35,7 +40,12 @@ def test_exports_reload_without_this_repo_and_agree(trained_tiny, tmp_path):
     checkpoint = str(work / "out" / "best.keras")
     result = run_script("export.py", checkpoint, "--export_dir=export", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "wrote export/model.tflite" in result.stdout
+    printed = dict(re.findall(r"wrote export/(\S+) \(.*\): [\d.]+ MB, test accuracy "
+                              r"(\d\.\d{4}) \(72 images\)", result.stdout))
+    assert set(printed) == {"saved_model", "model.tflite", "model-int8.tflite"}, result.stdout
+    float_size, int8_size = (os.path.getsize(tmp_path / "export" / name)
+                             for name in ("model.tflite", "model-int8.tflite"))
+    assert int8_size < float_size / 3  # int8 weights: a quarter of the size, and a little
     labels = (tmp_path / "export" / "labels.txt").read_text().splitlines()
     assert len(labels) == 36 and labels[14] == "14 N" and labels[10] == "10 0"
 
@@ -48,11 +58,17 @@ def test_exports_reload_without_this_repo_and_agree(trained_tiny, tmp_path):
                               text=True, env={"PATH": "/usr/bin:/bin"})
     assert reloaded.returncode == 0, reloaded.stderr[-3000:]
     expected = evaluate.predict_probabilities(model, split["x_test"])
-    for name in ("served", "lite"):
+    accuracy = np.mean(expected.argmax(1) == split["y_test"])
+    for name in ("served", "model"):
         got = np.load(tmp_path / f"{name}.npy")
         assert got.shape == expected.shape
         np.testing.assert_array_equal(got.argmax(1), expected.argmax(1))
         np.testing.assert_allclose(got, expected, atol=1e-4)
+    assert float(printed["saved_model"]) == float(printed["model.tflite"]) == round(accuracy, 4)
+    int8 = np.load(tmp_path / "model-int8.npy")  # close, not equal: 8-bit values
+    assert int8.shape == expected.shape and np.abs(int8 - expected).max() < 0.1
+    assert np.mean(int8.argmax(1) == expected.argmax(1)) >= 0.9
+    assert float(printed["model-int8.tflite"]) == round(np.mean(int8.argmax(1) == split["y_test"]), 4)
 
 
 def test_export_settings_and_refusals(trained_tiny, tmp_path):
@@ -61,6 +77,20 @@ def test_export_settings_and_refusals(trained_tiny, tmp_path):
                         "--export_dir=only", "--tflite=False", "--labels=none", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert sorted(p.name for p in (tmp_path / "only").iterdir()) == ["labels.txt", "saved_model"]
+    checkpoint = f"--checkpoint={work / 'out' / 'best.keras'}"
+    write_pickle(tmp_path / "other.pkl", make_dataset(seed=5))
+    float_only, few, other = run_scripts_together(
+        ("export.py", checkpoint, "--export_dir=float", "--int8=False", "--prepared_dir=elsewhere"),
+        ("export.py", checkpoint, "--export_dir=few", "--calibration_images=7"),
+        ("export.py", checkpoint, "--export_dir=other", "--tflite=False", "--data=other.pkl"),
+        cwd=tmp_path)
+    for result in (float_only, few, other):
+        assert result.returncode == 0, result.stderr[-3000:]
+    assert sorted(p.name for p in (tmp_path / "float").iterdir()) == [
+        "labels.txt", "model.tflite", "saved_model"]
+    assert "int8 TFLite, calibrated on 7 training images" in few.stdout
+    assert "no test accuracies" in other.stdout and "not the data" in other.stdout
+    assert (tmp_path / "elsewhere").is_dir()  # the split was prepared where it was told
     assert (tmp_path / "only" / "labels.txt").read_text().splitlines()[14] == "14 14"
     assert_user_error(run_script("export.py", "--checkpoint=missing.keras", cwd=tmp_path),
                       "not found")

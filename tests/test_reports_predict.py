@@ -13,17 +13,23 @@ from conftest import assert_user_error, run_script
 
 
 def test_class_names_from_files_and_fallbacks(tmp_path):
-    real = prepare_data.class_names("auto", "/some/train.pkl")
+    pickle = {"source": "/some/train.pkl"}  # a record of the users' data, as older ones read
+    real = prepare_data.class_names("auto", pickle)
     assert real[14] == "14:N" and real[30] == "30:N" and real[10] == "10:0" and real[2] == "2:O"
-    assert prepare_data.class_names("auto", prepare_data.EMBEDDED)[:3] == ["0:0", "1:1", "2:2"]
-    assert prepare_data.class_names("none", "x")[35] == "35"
+    assert len(real) == 36
+    digits = prepare_data.class_names("auto", {"source": prepare_data.EMBEDDED, "num_classes": 10})
+    assert digits[:3] == ["0:0", "1:1", "2:2"] and len(digits) == 10
+    folder = {"source": "/my/images", "num_classes": 3, "class_names": ["cat", "dog", "owl"]}
+    assert prepare_data.class_names("auto", folder) == ["0:cat", "1:dog", "2:owl"]
+    assert prepare_data.class_names("none", pickle)[35] == "35"
+    assert prepare_data.class_names("none", folder) == ["0", "1", "2"]
     mapping = tmp_path / "names.txt"
-    mapping.write_text("# partial mapping\n0 a\n5 b\n")
-    names = prepare_data.class_names(str(mapping), "x")
-    assert names[0] == "0:a" and names[5] == "5:b" and names[1] == "1"
+    mapping.write_text("# partial mapping\n0 a\n5 b b\n")
+    names = prepare_data.class_names(str(mapping), pickle)
+    assert names[0] == "0:a" and names[5] == "5:b b" and names[1] == "1"
     mapping.write_text("zero a\n")
     with pytest.raises(prepare_data.UserError):
-        prepare_data.class_names(str(mapping), "x")
+        prepare_data.class_names(str(mapping), pickle)
 
 
 def test_evaluate_reports_and_plots(trained_tiny):
@@ -176,31 +182,30 @@ def with_stray_pixel(image):
 
 
 def test_framing_settings_for_image_files(trained_tiny, tmp_path, monkeypatch, capsys):
+    import framing
     import predict
-    ink = np.zeros((300, 300))
-    ink[40:260, 140:143] = 1  # a thin vertical stroke, 3 px in 300
-    ink[10:12, 10:12] = 1  # and a speck (under 1% of the ink)
-    framed = predict.to_training_format(ink).reshape(56, 56)
+    ink = np.zeros((300, 300), np.uint8)
+    ink[40:260, 140:143] = 255  # a thin vertical stroke, 3 px in 300
+    ink[10:12, 10:12] = 255  # and a speck (under 1% of the ink)
+    framed = framing.frame(ink).reshape(56, 56)
     width = framed.sum(axis=1).max()
     assert framed[:, :20].sum() == 0 and width >= 3  # speck left out, stroke widened
-    assert predict.to_training_format(ink, 6.0).reshape(56, 56).sum(axis=1).max() >= 6 > width - 1
+    assert framing.frame(ink, 6.0).reshape(56, 56).sum(axis=1).max() >= 6 > width - 1
     assert predict.pen_width({"data": {"stroke_width": 7.5}}, 6.0) == 6.0  # a set width wins
     # every blob counts with a speck share of 0: the speck too,
-    columns = np.flatnonzero(predict.to_training_format(ink, speck_share=0.0)
-                             .reshape(56, 56).any(0))
+    columns = np.flatnonzero(framing.frame(ink, speck_share=0.0).reshape(56, 56).any(0))
     assert columns.max() > 35  # which widens the crop: the stroke is pushed to the right
     # by default (0) the pen width is the one the checkpoint's training images have
     assert predict.pen_width({"data": {"stroke_width": 7.5}}) == 7.5
-    assert predict.pen_width({"data": {}}) == predict.STROKE_IF_UNKNOWN  # older checkpoints
-    assert predict.to_training_format(ink, 9.0, 0.0).reshape(56, 56).sum(axis=1).max() >= 9
+    assert predict.pen_width({"data": {}}) == framing.MIN_STROKE  # older checkpoints
+    assert framing.frame(ink, 9.0, 0.0).reshape(56, 56).sum(axis=1).max() >= 9
     # --min_stroke and --speck_share reach the framing of the files python predict.py reads
-    from PIL import Image
-    Image.fromarray((ink * 255).astype(np.uint8)).save(tmp_path / "thin.png")
+    Image.fromarray(ink).save(tmp_path / "thin.png")
     work, _, _ = trained_tiny
     seen = []
-    framing = predict.to_training_format
-    monkeypatch.setattr(predict, "to_training_format", lambda ink, *args: (
-        seen.append(framing(ink, *args)), seen[-1])[1])
+    frame = framing.frame
+    monkeypatch.setattr(framing, "frame", lambda image, *args: (
+        seen.append(frame(image, *args)), seen[-1])[1])
     for options in ([], ["--min_stroke", "9"], ["--speck_share=0"]):
         monkeypatch.setattr("sys.argv", ["predict.py", str(tmp_path / "thin.png"),
                                          f"--checkpoint={work / 'out' / 'best.keras'}", *options])
@@ -227,6 +232,7 @@ def test_stroke_width_of_images():
 @pytest.mark.parametrize("make", [transparent_png, exif_rotated_jpeg, thin_pen_photo,
                                   with_stray_pixel])
 def test_images_from_the_wild_read_like_their_originals(trained_digits, make):
+    import framing
     import predict
     work, x, y = trained_digits
     checkpoint = str(work / "out" / "best.keras")
@@ -236,13 +242,13 @@ def test_images_from_the_wild_read_like_their_originals(trained_digits, make):
     inputs = []
     for i, image in enumerate(originals):
         wild = make(image, i) if make is thin_pen_photo else make(image)
-        inputs.append(predict.to_training_format(predict.ink_of(wild), pen))
+        inputs.append(framing.frame(framing.pixels_of(wild), pen))
     inputs = np.stack(inputs)
     if make is not thin_pen_photo:  # the same character, framed as the original would be
         # (the 56x56 canvas export is taken as it is; a bigger image is framed, which may
         # widen thin strokes: compare with the original framed as a 112x112 image file)
         framed = x[:12] if make is transparent_png else [
-            predict.to_training_format(np.kron(image, np.ones((2, 2))), pen) for image in originals]
+            framing.frame(np.kron(image, np.ones((2, 2), np.uint8)) * 255, pen) for image in originals]
         overlap = [np.sum(a & b) / np.sum(a | b) for a, b in zip(inputs, framed)]
         assert min(overlap) > 0.7, overlap
     else:  # thinner strokes, still all there: the ink spans the frame

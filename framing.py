@@ -1,0 +1,232 @@
+"""The one framing of images into the training format, in TensorFlow: what predict.py does to
+your files, the page to its drawings and uploads, prepare_data.py to an image folder, and the
+exported SavedModel's `classify_image` to the images it is sent.
+
+An image (H x W x 1, 2, 3 or 4 channels of uint8, any size) becomes 56x56 binary pixels, white
+strokes on black, framed as the users' images are:
+1. the ink: the alpha channel of a see-through image (a canvas export), otherwise the grey
+   levels, turned over when most pixels are light (dark strokes on paper), from the background
+   (the median) to the brightest stroke;
+2. specks out: blobs of ink (8-connected) under SPECK_SHARE of all the ink are dropped, found
+   on the ink shrunk to at most COMPONENT_SIDE pixels a side (a big photo's blobs, a few pixels
+   apart, count as one);
+3. strokes that would come out thinner than `min_stroke` pixels at 56x56 are widened (a big
+   photo's thin pen lines would vanish);
+4. the character is cropped to its ink, scaled (keeping its aspect) so that its longer side
+   spans 55 pixels, centred and binarised.
+A 56x56 image of two values is taken as it is (the minority colour is the ink). EXIF
+orientation is the caller's: `read_image_file` turns a photo upright before framing it.
+"""
+import functools
+import io
+
+import numpy as np
+
+from common import UserError, lazy_import, start_tensorflow
+import prepare_data
+
+tf = lazy_import("tensorflow")  # loaded on first use: --help and mistakes answer at once
+
+# The defaults of predict.py and serve.py (their settings) and of prepare_data.py's folders.
+MIN_STROKE = 3.0          # strokes thinner than this many pixels at 56x56 are widened
+SPECK_SHARE = 0.01        # ink blobs under this share of all the ink are specks, left out
+COMPONENT_SIDE = 256      # specks are found on the ink shrunk to at most this many pixels a side
+SIDE = prepare_data.SIDE  # the training format: SIDE x SIDE binary images
+
+
+# ---------------------------------------------------------------------------- the steps
+
+def ink_of(image):
+    """uint8 H x W x C (C = 1, 2, 3 or 4) -> H x W float32 ink 0..1, strokes bright."""
+    image = tf.cast(image, tf.int32)
+    channels = tf.shape(image)[2]
+    gray_channels = tf.cond(channels >= 3, lambda: image[..., :3],
+                            lambda: tf.repeat(image[..., :1], 3, axis=2))
+    # the luma of ITU-R 601-2, in the integers Pillow uses for its "L" images
+    gray = (gray_channels[..., 0] * 19595 + gray_channels[..., 1] * 38470
+            + gray_channels[..., 2] * 7471 + 32768) // 65536
+    alpha = tf.cond(channels % 2 == 0, lambda: image[..., -1],
+                    lambda: tf.fill(tf.shape(gray), 255))  # 2 or 4 channels: the last is alpha
+    see_through = tf.logical_and(tf.reduce_min(alpha) < 128, tf.reduce_max(alpha) >= 128)
+
+    def from_gray():
+        low, high = tf.reduce_min(gray), tf.reduce_max(gray)
+        light = median(gray) > tf.cast(low + high, tf.float32) / 2  # dark strokes on paper
+        levels = tf.cast(tf.where(light, 255 - gray, gray), tf.float32)
+        background = median(tf.cast(levels, tf.int32))
+        return tf.clip_by_value((levels - background)
+                                / tf.maximum(tf.reduce_max(levels) - background, 1.0), 0.0, 1.0)
+
+    return tf.cond(see_through, lambda: tf.cast(alpha, tf.float32) / 255, from_gray)
+
+
+def median(levels):
+    """The median of integer levels 0..255 (as numpy's: the mean of the two middle ones)."""
+    counts = tf.cumsum(tf.math.bincount(tf.reshape(levels, [-1]), minlength=256, maxlength=256))
+    total = counts[-1]
+    lower = tf.argmax(counts > (total - 1) // 2, output_type=tf.int32)
+    upper = tf.argmax(counts > total // 2, output_type=tf.int32)
+    return tf.cast(lower + upper, tf.float32) / 2
+
+
+def largest_around(x):
+    """Each pixel of H x W floats the largest value of the 3 x 3 square around it (outside
+    the image does not count)."""
+    return tf.nn.max_pool2d(x[None, :, :, None], 3, 1, "SAME")[0, :, :, 0]
+
+
+def grown(mask, radius):
+    """A 0/1 float mask dilated by a square of 2 * radius + 1 pixels: `radius` 3 x 3 steps
+    (outside the image counts as background)."""
+    grown, _ = tf.while_loop(lambda x, i: i < radius, lambda x, i: (largest_around(x), i + 1),
+                             [mask, tf.constant(0)])
+    return grown
+
+
+def without_specks(mask, speck_share):
+    """The mask (H x W bool) without its blobs under `speck_share` of all the ink. Blobs are
+    the 8-connected components of the ink shrunk (any ink in a square makes it ink) to at most
+    COMPONENT_SIDE a side, labelled by spreading the largest pixel index through each blob."""
+    height, width = tf.shape(mask)[0], tf.shape(mask)[1]
+    factor = (tf.maximum(height, width) + COMPONENT_SIDE - 1) // COMPONENT_SIDE
+    padded = tf.pad(mask, [[0, (-height) % factor], [0, (-width) % factor]])
+    rows, cols = tf.shape(padded)[0] // factor, tf.shape(padded)[1] // factor
+    small = tf.reduce_any(tf.reshape(padded, [rows, factor, cols, factor]), axis=[1, 3])
+    count = tf.size(small)
+    start = tf.where(small, tf.reshape(tf.range(1, count + 1), tf.shape(small)), 0)
+
+    def spread_once(labels, _):
+        # each ink pixel takes the largest label around it, then the label of the pixel that
+        # its label names (which lies in the same blob): that jump makes it settle in about
+        # log2(blob length) rounds instead of one round per pixel of length
+        around = tf.cast(largest_around(tf.cast(labels, tf.float32)), tf.int32)
+        spread = tf.where(small, around, 0)
+        jumped = tf.gather(tf.reshape(spread, [-1]), tf.maximum(spread - 1, 0))
+        spread = tf.where(small, tf.maximum(spread, jumped), 0)
+        return spread, tf.reduce_any(spread != labels)
+
+    labels, _ = tf.while_loop(lambda labels, changed: changed, spread_once,
+                              [start, tf.constant(True)])
+    sizes = tf.math.unsorted_segment_sum(tf.ones_like(labels), labels, count + 1)
+    ink = tf.cast(tf.maximum(tf.reduce_sum(sizes[1:]), 1), tf.float32)
+    share = tf.cast(sizes, tf.float32) / ink
+    kept = tf.logical_and(small, tf.gather(share >= speck_share, labels))
+    full = tf.repeat(tf.repeat(kept, factor, axis=0), factor, axis=1)[:height, :width]
+    return tf.logical_and(mask, full)
+
+
+def bounds(mask):
+    """(top, bottom, left, right) of the ink in a mask with ink, bottom and right exclusive."""
+    rows = tf.where(tf.reduce_any(mask, axis=1))[:, 0]
+    cols = tf.where(tf.reduce_any(mask, axis=0))[:, 0]
+    return (tf.cast(rows[0], tf.int32), tf.cast(rows[-1], tf.int32) + 1,
+            tf.cast(cols[0], tf.int32), tf.cast(cols[-1], tf.int32) + 1)
+
+
+def stroke_width(mask):
+    """The stroke width in pixels of an ink mask: its area over half its outline (the ink
+    with background above, below, left or right of it; outside the image is background).
+    The same measure as prepare_data.stroke_width_of, which train.py records."""
+    ink = tf.cast(mask, tf.float32)
+    padded = tf.pad(ink, [[1, 1], [1, 1]])
+    inner = ink * padded[:-2, 1:-1] * padded[2:, 1:-1] * padded[1:-1, :-2] * padded[1:-1, 2:]
+    return tf.math.divide_no_nan(2 * tf.reduce_sum(ink), tf.reduce_sum(ink - inner))
+
+
+def fit_to_frame(ink):
+    """Ink (H x W float, bright strokes; not empty) cropped to where it passes half its
+    maximum, scaled (keeping the aspect) so that its longer side spans SIDE - 1 pixels,
+    centred and binarised -> SIDE x SIDE uint8 0/1."""
+    top, bottom, left, right = bounds(ink > 0.5 * tf.reduce_max(ink))
+    crop = ink[top:bottom, left:right] / tf.reduce_max(ink)
+    shape = tf.cast(tf.shape(crop), tf.float32)
+    scale = (SIDE - 1) / tf.reduce_max(shape)
+    size = tf.maximum(tf.cast(tf.round(shape * scale), tf.int32), 1)
+    scaled = tf.image.resize(crop[:, :, None], size, "bilinear", antialias=True)[:, :, 0]
+    offset = (SIDE - size) // 2
+    margins = [[offset[0], SIDE - size[0] - offset[0]], [offset[1], SIDE - size[1] - offset[1]]]
+    framed = tf.pad(tf.cast(scaled >= 0.5, tf.uint8), margins)
+    return tf.ensure_shape(framed, [SIDE, SIDE])
+
+
+def frame_graph(image, min_stroke, speck_share):
+    """The whole framing, as graph ops: uint8 H x W x C -> SIDE x SIDE uint8 0/1 (all 0 for
+    an image with no ink)."""
+    ink = ink_of(image)
+
+    def as_it_is():  # a two-valued 56x56 image: the training format already
+        bright = ink > (tf.reduce_min(ink) + tf.reduce_max(ink)) / 2
+        bright = tf.cond(tf.reduce_mean(tf.cast(bright, tf.float32)) > 0.5,
+                         lambda: tf.logical_not(bright), lambda: bright)
+        return tf.cast(bright, tf.uint8)
+
+    def framed():
+        mask = without_specks(ink > 0.5, speck_share)
+
+        def fit():
+            top, bottom, left, right = bounds(mask)
+            scale = (SIDE - 1) / tf.cast(tf.maximum(bottom - top, right - left), tf.float32)
+            grow = tf.cast(tf.math.ceil((min_stroke / scale - stroke_width(mask)) / 2), tf.int32)
+            return fit_to_frame(grown(tf.cast(mask, tf.float32), grow))  # (grow < 1: as it is)
+
+        return tf.cond(tf.reduce_any(mask), fit, lambda: tf.zeros([SIDE, SIDE], tf.uint8))
+
+    two_valued = tf.logical_and(
+        tf.reduce_all(tf.shape(ink) == SIDE),
+        tf.size(tf.unique(tf.reshape(ink, [-1]))[0]) <= 2)
+    return tf.ensure_shape(tf.cond(two_valued, as_it_is, framed), [SIDE, SIDE])
+
+
+@functools.cache
+def traced():
+    """frame_graph as one tf.function for images of any size, traced once (quietly: starting
+    TensorFlow's runtime prints C++ notices that are not the user's business)."""
+    start_tensorflow()
+    return tf.function(frame_graph, input_signature=[
+        tf.TensorSpec([None, None, None], tf.uint8), tf.TensorSpec([], tf.float32),
+        tf.TensorSpec([], tf.float32)])
+
+
+def frame(image, min_stroke=MIN_STROKE, speck_share=SPECK_SHARE):
+    """A numpy image (H x W, or H x W x 1..4, uint8) -> 3136 binary pixels (uint8 0/1)."""
+    image = np.asarray(image, np.uint8)
+    if image.ndim == 2:
+        image = image[:, :, None]
+    return traced()(image, float(min_stroke or MIN_STROKE), float(speck_share)).numpy().ravel()
+
+
+# ---------------------------------------------------------------------------- image files
+
+def pixels_of(image):
+    """A PIL image -> uint8 H x W x C, turned upright by its EXIF orientation: RGBA for an
+    image with transparency, L for a grey one, otherwise RGB."""
+    from PIL import ImageOps
+    image = ImageOps.exif_transpose(image)
+    see_through = image.mode in ("RGBA", "LA", "PA") or (
+        image.mode == "P" and "transparency" in image.info)
+    mode = "RGBA" if see_through else "L" if image.mode in ("1", "L", "I", "I;16") else "RGB"
+    pixels = np.asarray(image.convert(mode), np.uint8)
+    return pixels if pixels.ndim == 3 else pixels[:, :, None]
+
+
+def decoded(raw, where, max_pixels=None):
+    """The bytes of an image file -> pixels_of(it), or a UserError naming `where` if they are
+    not a readable image (or one of more than `max_pixels`, not decoded)."""
+    from PIL import Image, UnidentifiedImageError
+    try:
+        with Image.open(io.BytesIO(raw)) as image:
+            width, height = image.size
+            if max_pixels and width * height > max_pixels:
+                raise UserError(f"{where} is {width} x {height} pixels: over the limit of "
+                                f"{max_pixels:,}; send a smaller one")
+            return pixels_of(image)
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError, ValueError,
+            SyntaxError) as error:
+        raise UserError(f"{where} is not a readable image ({type(error).__name__}): "
+                        f"use a PNG or JPEG") from None
+
+
+def read_image_file(raw, where, min_stroke=MIN_STROKE, speck_share=SPECK_SHARE,
+                    max_pixels=None):
+    """The bytes of an image file -> 3136 binary pixels, framed."""
+    return frame(decoded(raw, where, max_pixels), min_stroke, speck_share)

@@ -1,0 +1,311 @@
+"""Image folders as data, a head that fits the data's classes, a model file that works on its
+own, "no character found", evaluate.py --json and train.py --tensorboard."""
+import glob
+import json
+import os
+import pickle
+import re
+import shutil
+import subprocess
+import sys
+import textwrap
+import zipfile
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+import prepare_data
+from conftest import assert_user_error, run_script
+
+SHAPES = ("bar", "circle", "cross")  # the class folders, in sorted order: labels 0, 1, 2
+
+
+def draw(shape, size, pen, dark_on_light=True):
+    """One hand-made character: a shape drawn with a pen `pen` pixels wide."""
+    paper, ink = (255, 0) if dark_on_light else (0, 255)
+    image = Image.new("L", (size, size), paper)
+    canvas, margin = ImageDraw.Draw(image), size // 5
+    if shape == "bar":
+        canvas.line([size // 2, margin, size // 2, size - margin], fill=ink, width=pen)
+    elif shape == "circle":
+        canvas.ellipse([margin, margin, size - margin, size - margin], outline=ink, width=pen)
+    else:
+        canvas.line([margin, margin, size - margin, size - margin], fill=ink, width=pen)
+        canvas.line([margin, size - margin, size - margin, margin], fill=ink, width=pen)
+    return image
+
+
+def make_image_folder(root, per_class=24, seed=0):
+    """Class subfolders of PNGs and JPEGs of mixed sizes, dark on light and light on dark,
+    one transparent PNG per class (a canvas export), plus a broken file and a hidden one."""
+    rng = np.random.default_rng(seed)
+    for shape in SHAPES:
+        os.makedirs(os.path.join(root, shape))
+        for i in range(per_class):
+            size = int(rng.integers(40, 240))
+            image = draw(shape, size, max(2, size // 14), dark_on_light=i % 3 != 2)
+            if i == 0:  # strokes on a transparent background
+                rgba = Image.new("RGBA", image.size, (0, 0, 0, 0))
+                rgba.putalpha(Image.eval(image, lambda value: 255 - value))
+                image = rgba
+            image.save(os.path.join(root, shape, f"{i}.{'jpg' if i % 2 else 'png'}"))
+    with open(os.path.join(root, "bar", "broken.png"), "wb") as f:
+        f.write(b"\x89PNG but not really")
+    with open(os.path.join(root, "cross", ".DS_Store"), "wb") as f:
+        f.write(b"hidden: never read")
+    return str(root)
+
+
+@pytest.fixture(scope="module")
+def folder_run(tmp_path_factory):
+    """One short training run on an image folder, with TensorBoard logs: (work dir, folder,
+    what train.py printed on stdout and stderr)."""
+    work = tmp_path_factory.mktemp("folder")
+    folder = make_image_folder(work / "shapes")
+    result = run_script("train.py", f"--data={folder}", "--epochs=2", "--batch_size=16",
+                        "--tensorboard=True", cwd=work)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return work, folder, result
+
+
+def test_a_folder_of_class_subfolders_trains_with_its_names(folder_run):
+    work, folder, result = folder_run
+    assert "training on 42 images in 3 classes" in result.stdout  # 14 of each class's 24
+    assert re.search(r"skipped 1 file.*not a readable image: bar.broken\.png", result.stderr)
+    record = json.load(open(work / "out" / "best.json"))
+    assert record["data"]["num_classes"] == 3 and record["data"]["class_names"] == list(SHAPES)
+    assert record["data"]["source"] == os.path.abspath(folder)
+    import keras
+    model = keras.saving.load_model(str(work / "out" / "best.keras"), compile=False)
+    assert model.output_shape == (None, 3)  # the head fits the data
+
+
+def test_evaluate_and_predict_show_the_folder_names(folder_run, tmp_path):
+    work, folder, _ = folder_run
+    scored = run_script("evaluate.py", cwd=work)
+    assert scored.returncode == 0, scored.stderr[-3000:]
+    assert re.search(r"^\s+1:circle\s+\d\.\d{3}", scored.stdout, re.M)
+    assert re.search(r"test accuracy: \d\.\d{4} \(\d+/15\)$", scored.stdout.strip())  # 5 a class
+    image = draw("circle", 150, 10)
+    image.save(tmp_path / "mine.png")
+    Image.new("RGB", (120, 90), "white").save(tmp_path / "blank.png")  # paper, no ink
+    result = run_script("predict.py", f"--checkpoint={work / 'out' / 'best.keras'}",
+                        "--json=True", "--top=3", "mine.png", "blank.png", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    mine, blank = (json.loads(line) for line in result.stdout.strip().splitlines())
+    assert sorted(guess["name"] for guess in mine["top"]) == ["0:bar", "1:circle", "2:cross"]
+    assert mine["found"] is True and blank == {"input": "blank.png", "found": False, "top": []}
+    text = run_script("predict.py", f"--checkpoint={work / 'out' / 'best.keras'}", "blank.png",
+                      cwd=tmp_path)
+    assert text.stdout.strip() == "blank.png: no character found", text.stdout
+
+
+def test_predict_from_python_answers_no_character_for_a_blank_image(folder_run):
+    import predict
+    work, _, _ = folder_run
+    checkpoint = str(work / "out" / "best.keras")
+    x = np.zeros((3, 3136), np.uint8)
+    x[1].reshape(56, 56)[5:50, 25:30] = 1  # a bar
+    x[2].reshape(56, 56)[10:12, 10:12] = 1  # a speck is still ink: the model is asked
+    labels = predict.predict(x, checkpoint)
+    assert labels[0] == predict.NO_CHARACTER == -1
+    assert 0 <= labels[1] < 3 and 0 <= labels[2] < 3
+
+
+def test_a_model_file_on_its_own_predicts_evaluates_and_exports(folder_run, tmp_path):
+    work, _, _ = folder_run
+    lone = tmp_path / "my-model.keras"
+    shutil.copy(work / "out" / "best.keras", lone)  # without its best.json
+    draw("cross", 100, 8).save(tmp_path / "x.png")
+    predicted = run_script("predict.py", f"--checkpoint={lone}", "x.png", cwd=tmp_path)
+    assert predicted.returncode == 0, predicted.stderr[-3000:]
+    assert re.match(r"x\.png: \d:(bar|circle|cross) ", predicted.stdout)
+    notes = [line for line in predicted.stderr.splitlines() if line.startswith("note:")]
+    assert len(notes) == 1 and "stored inside" in notes[0], predicted.stderr  # said once
+    exported = run_script("export.py", f"--checkpoint={lone}", "--export_dir=exp",
+                          "--tflite=False", cwd=tmp_path)
+    assert exported.returncode == 0, exported.stderr[-3000:]
+    assert (tmp_path / "exp" / "labels.txt").read_text() == "0 bar\n1 circle\n2 cross\n"
+    scored = run_script("evaluate.py", str(lone), f"--prepared_dir={work / 'data'}", cwd=tmp_path)
+    assert scored.returncode == 0 and "1:circle" in scored.stdout, scored.stderr[-3000:]
+    # the note is what makes it work: a model file without it, and no record, is refused
+    stripped = tmp_path / "stripped.keras"
+    with zipfile.ZipFile(lone) as source, zipfile.ZipFile(stripped, "w") as target:
+        for name in source.namelist():
+            if name != "image_classifier.json":
+                target.writestr(name, source.read(name))
+    assert_user_error(run_script("predict.py", f"--checkpoint={stripped}", "x.png",
+                                 cwd=tmp_path), "no readable run record")
+
+
+def test_tensorboard_logs_loss_accuracy_and_learning_rate_per_epoch(folder_run):
+    from tensorflow.python.summary.summary_iterator import summary_iterator
+    work, _, result = folder_run
+    assert "tensorboard --logdir" in result.stdout
+    seen = {}
+    for part in ("train", "validation"):
+        for path in glob.glob(str(work / "out" / "tensorboard" / part / "events.*")):
+            for event in summary_iterator(path):
+                for value in event.summary.value:
+                    seen.setdefault((part, value.tag), set()).add(event.step)
+    for tag in ("epoch_loss", "epoch_accuracy", "epoch_learning_rate"):
+        assert seen.get(("train", tag)) == {0, 1}, sorted(seen)
+    assert seen.get(("validation", "epoch_accuracy")) == {0, 1}, sorted(seen)
+
+
+def test_a_folder_is_fingerprinted_by_its_files(tmp_path):
+    folder = make_image_folder(tmp_path / "shapes", per_class=4)
+    cache = str(tmp_path / "cache")
+    first = prepare_data.prepare(folder, prepared_dir=cache, verbose=False)["manifest"]
+    assert first == prepare_data.prepare(folder, prepared_dir=cache, verbose=False)["manifest"]
+    draw("bar", 80, 6).save(os.path.join(folder, "bar", "new.png"))  # an added image
+    added = prepare_data.prepare(folder, prepared_dir=cache, verbose=False)["manifest"]
+    draw("bar", 80, 9).save(os.path.join(folder, "bar", "new.png"))  # the same name, changed
+    changed = prepare_data.prepare(folder, prepared_dir=cache, verbose=False)["manifest"]
+    shas = {manifest["source_sha256"] for manifest in (first, added, changed)}
+    assert len(shas) == 3
+    assert sum(added["counts"].values()) == sum(first["counts"].values()) + 1
+    assert first["class_names"] == list(SHAPES) and first["num_classes"] == 3
+
+
+def test_every_image_is_framed_as_predict_frames_a_photo(tmp_path):
+    import framing
+    folder = make_image_folder(tmp_path / "shapes", per_class=3)
+    data = prepare_data.prepare(folder, prepared_dir=str(tmp_path / "cache"), verbose=False)
+    path = os.path.join(folder, "circle", "1.jpg")
+    with open(path, "rb") as f:
+        framed = framing.read_image_file(f.read(), path)
+    row = list(sorted(glob.glob(os.path.join(folder, "*", "[0-9]*")))).index(path)
+    np.testing.assert_array_equal(data["x"][row], framed)
+    assert data["y"][row] == 1 and data["x"].shape == (9, 3136)  # the broken file is left out
+
+
+def test_a_folder_becomes_the_users_pickle(tmp_path):
+    folder = make_image_folder(tmp_path / "shapes", per_class=4)
+    result = run_script("prepare_data.py", f"--input={folder}", "--output=mine.pkl", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert re.search(r"^\s+1\s+\d+\s+\d+\s+\d+\s+4  circle$", result.stdout, re.M)
+    assert "wrote mine.pkl" in result.stdout
+    with open(tmp_path / "mine.pkl", "rb") as f:
+        x, y = pickle.load(f)
+    assert x.shape == (12, 3136) and x.dtype == np.uint8 and set(np.unique(x)) == {0, 1}
+    assert np.bincount(y).tolist() == [4, 4, 4]
+    assert (tmp_path / "mine-labels.txt").read_text() == "0 bar\n1 circle\n2 cross\n"
+    names = prepare_data.class_names(str(tmp_path / "mine-labels.txt"), {"num_classes": 3})
+    assert names == ["0:bar", "1:circle", "2:cross"]  # what --labels=mine-labels.txt shows
+    assert_user_error(run_script("prepare_data.py", f"--input={folder}", "--output=mine.txt",
+                                 cwd=tmp_path), "--output", ".pkl")
+
+
+def odd_folders(root):
+    """Folders laid out wrongly, each with the words its one-line refusal must contain."""
+    cases = {}
+    flat = root / "flat"  # images, but no class subfolders
+    flat.mkdir()
+    draw("bar", 60, 5).save(flat / "a.png")
+    cases["flat"] = (flat, ("no class subfolders", "A"))
+    single = root / "single"
+    (single / "A").mkdir(parents=True)
+    draw("bar", 60, 5).save(single / "A" / "a.png")
+    cases["single"] = (single, ("1 class subfolder", "at least 2"))
+    empty = root / "empty"
+    (empty / "A").mkdir(parents=True)
+    (empty / "B").mkdir()
+    draw("bar", 60, 5).save(empty / "A" / "a.png")
+    cases["empty"] = (empty, ("holds no files", "B"))
+    unreadable = root / "unreadable"
+    (unreadable / "A").mkdir(parents=True)
+    (unreadable / "B").mkdir()
+    draw("bar", 60, 5).save(unreadable / "A" / "a.png")
+    (unreadable / "B" / "notes.txt").write_text("not an image")
+    cases["unreadable"] = (unreadable, ("no readable image", "B"))
+    return cases
+
+
+@pytest.mark.parametrize("case", ["flat", "single", "empty", "unreadable"])
+def test_an_odd_folder_gets_one_clear_line(tmp_path, case):
+    folder, words = odd_folders(tmp_path)[case]
+    assert_user_error(run_script("prepare_data.py", f"--input={folder}", cwd=tmp_path), *words)
+    assert not glob.glob(str(tmp_path / "data" / "prepared-*"))  # nothing cached
+
+
+def test_evaluate_json_has_the_metrics_for_machines(trained_tiny, tmp_path):
+    work, _, _ = trained_tiny
+    out = tmp_path / "metrics.json"
+    result = run_script("evaluate.py", f"--json={out}", cwd=work)
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads(out.read_text())
+    correct, total = map(int, re.search(r"test accuracy: [\d.]+ \((\d+)/(\d+)\)",
+                                        result.stdout).groups())
+    assert metrics["accuracy"] == pytest.approx(correct / total) and metrics["images"] == total
+    assert metrics["accuracy"] <= metrics["top2_accuracy"] <= metrics["top3_accuracy"]
+    assert metrics["look_alikes_merged_accuracy"] >= metrics["accuracy"]
+    assert metrics["look_alike_pairs"] == ["0/O", "1/I", "2/Z", "5/S"]  # labels-36.txt has all
+    assert len(metrics["classes"]) == 36 and sum(c["support"] for c in metrics["classes"]) == total
+    assert metrics["classes"][14]["name"] == "14:N"
+    matrix = np.array(metrics["confusion_matrix"])
+    assert matrix.shape == (36, 36) and np.trace(matrix) == correct
+    assert_user_error(run_script("evaluate.py", f"--json={tmp_path}", cwd=work), "--json")
+
+
+def test_the_metrics_merge_look_alikes_and_rank_guesses():
+    import evaluate
+    raw = ["O", "0", "S", "A"]  # label 0 reads O, label 1 the digit 0, ...
+    y = np.array([0, 1, 2, 3])
+    probabilities = np.array([[0.2, 0.7, 0.0, 0.1],   # O read as 0: wrong, right when merged
+                              [0.1, 0.8, 0.0, 0.1],   # right
+                              [0.0, 0.35, 0.25, 0.4],  # S third: top-3 only
+                              [0.5, 0.0, 0.0, 0.5]])  # A second (ties: the lower label first)
+    scores = evaluate.metrics(y, probabilities, raw, [f"{i}:{n}" for i, n in enumerate(raw)])
+    assert scores["accuracy"] == 0.25 and scores["look_alikes_merged_accuracy"] == 0.5
+    assert scores["top2_accuracy"] == 0.75 and scores["top3_accuracy"] == 1.0
+    assert scores["look_alike_pairs"] == ["0/O"]  # S has no 5 here
+    assert scores["classes"][1]["precision"] == 0.5 and scores["classes"][0]["recall"] == 0.0
+    assert scores["confusion_matrix"][0] == [0, 1, 0, 0]
+
+
+# Runs in a separate Python, outside the repository: TensorFlow decodes the files and the
+# exported model's classify_image frames and classifies them.
+CLASSIFY_FILES = textwrap.dedent("""
+    import json, sys
+    import tensorflow as tf
+    model = tf.saved_model.load("export/saved_model")
+    answers = {}
+    for path in sys.argv[1:]:
+        image = tf.io.decode_image(tf.io.read_file(path), expand_animations=False)
+        out = model.classify_image(image)
+        answers[path] = [int(tf.argmax(out["probabilities"])), bool(out["found"])]
+    assert not {"framing", "predict", "prepare_data", "export"} & set(sys.modules)
+    print(json.dumps(answers))
+""")
+
+
+def test_the_exported_model_reads_image_files_as_predict_does(folder_run, tmp_path):
+    work, folder, _ = folder_run
+    checkpoint = str(work / "out" / "best.keras")
+    files = sorted(glob.glob(os.path.join(folder, "*", "[0-9].*")))  # 30: PNG, JPEG, see-through
+    photo = np.full((600, 800, 3), (200, 190, 170), np.uint8)  # a colour photo of paper
+    photo[150:450, 395:401] = (40, 40, 60)  # a thin bar in dark ink
+    photo[20:22, 760:762] = (40, 40, 60)  # and a speck
+    Image.fromarray(photo).save(tmp_path / "photo.png")
+    Image.new("LA", (90, 70), (255, 255)).save(tmp_path / "blank.png")  # grey + alpha: 2 channels
+    files += [str(tmp_path / "photo.png"), str(tmp_path / "blank.png")]
+    exported = run_script("export.py", checkpoint, "--tflite=False", cwd=tmp_path)
+    assert exported.returncode == 0, exported.stderr[-3000:]
+    predicted = run_script("predict.py", f"--checkpoint={checkpoint}", "--json=True", *files,
+                           cwd=tmp_path)
+    assert predicted.returncode == 0, predicted.stderr[-3000:]
+    expected = {}
+    for line in predicted.stdout.strip().splitlines():
+        answer = json.loads(line)
+        expected[answer["input"]] = [answer.get("label", 0), answer["found"]]
+    assert len(expected) == 32 and expected[str(tmp_path / "blank.png")][1] is False
+    reloaded = subprocess.run([sys.executable, "-c", CLASSIFY_FILES, *files], cwd=tmp_path,
+                              capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"})
+    assert reloaded.returncode == 0, reloaded.stderr[-3000:]
+    got = json.loads(reloaded.stdout)
+    for path in files:  # the same answer, file by file (a blank one: found False on both)
+        assert got[path][1] == expected[path][1], path
+        if expected[path][1]:
+            assert got[path][0] == expected[path][0], path
