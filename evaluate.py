@@ -149,7 +149,7 @@ def look_alike_groups(raw_names):
     group = np.arange(len(raw_names))
     found = []
     for pair in LOOK_ALIKES:
-        members = [label for label, name in enumerate(raw_names) if name and name in pair]
+        members = [label for label, name in enumerate(raw_names) if name in tuple(pair)]
         if len({raw_names[label] for label in members}) == 2:  # both characters are classes
             group[members] = min(members)
             found.append("/".join(pair))
@@ -221,16 +221,17 @@ def main(argv=None):
     probabilities = predict_probabilities(model, x, settings.batch_size)
     predicted = probabilities.argmax(axis=1)
     present = sorted(set(y.tolist()) | set(predicted.tolist()))
-    matrix = sklearn_metrics.confusion_matrix(y, predicted, labels=range(len(names)))
-    print(f"checkpoint {checkpoint}: epoch {record.get('best_epoch')}, "
-          f"val_accuracy {record.get('val_accuracy', float('nan')):.4f}; "
-          f"data {record['data']['source']} (seed {record['data']['seed']})")
+    scores = metrics(y, probabilities, prepare_data.chosen_names(settings.labels, record["data"]),
+                     names)
+    matrix = np.array(scores["confusion_matrix"])
+    trained = (f"epoch {record['best_epoch']}, val_accuracy {record['val_accuracy']:.4f}"
+               if "best_epoch" in record else "no run record beside it")
+    print(f"checkpoint {checkpoint}: {trained}; data {record['data']['source']} "
+          f"(seed {record['data']['seed']})")
     print(f"\nper-class report, {split} split:")
     print(sklearn_metrics.classification_report(
         y, predicted, labels=present, digits=3, zero_division=0,
         target_names=[names[label] for label in present]))
-    scores = metrics(y, probabilities, prepare_data.chosen_names(settings.labels, record["data"]),
-                     names)
     if scores["look_alike_pairs"]:
         print(f"{split} accuracy with the look-alikes merged "
               f"({', '.join(scores['look_alike_pairs'])}): "

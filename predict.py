@@ -123,6 +123,7 @@ def main(argv=None):
     names_in, images = read_inputs(paths, pen_width(record, settings.min_stroke),
                                    settings.speck_share)
     class_names = prepare_data.class_names(settings.labels, record["data"])
+    evaluate.check_compatible(load_model(settings.checkpoint)[0], len(class_names))
     probabilities = predict_probabilities(images, settings.checkpoint)
     for name, row, pixels in zip(names_in, probabilities, images):
         best = np.argsort(row)[::-1][:settings.top]

@@ -485,7 +485,7 @@ def write_users_pickle(prepared, path):
     written atomically, and its class names beside it as PATH-labels.txt (`label name` lines,
     what --labels=PATH reads). Returns the labels file's path."""
     manifest = prepared["manifest"]
-    if manifest.get("num_classes", NUM_CLASSES) > NUM_CLASSES:
+    if num_classes_of(manifest) > NUM_CLASSES:
         raise UserError(f"{manifest['source']} has {manifest['num_classes']} classes: the "
                         f"users' pickle holds labels 0..{NUM_CLASSES - 1} only; train on the "
                         f"folder itself with --data instead")
@@ -515,7 +515,7 @@ def main(argv=None):
     if settings.output:
         labels_path = write_users_pickle(prepared, settings.output)
         print(f"wrote {settings.output}: (train_x, train_y) of {sum(manifest['counts'].values())} "
-              f"images in {manifest.get('num_classes', NUM_CLASSES)} classes; their names in "
+              f"images in {num_classes_of(manifest)} classes; their names in "
               f"{labels_path} (pass it as --labels)")
 
 

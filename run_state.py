@@ -98,15 +98,17 @@ def data_fingerprint(manifest, x_train):
     thinner ones)."""
     return {**{key: manifest[key] for key in ("source", "source_sha256", "seed", "counts")},
             "num_classes": prepare_data.num_classes_of(manifest),
-            "class_names": prepare_data.names_of_classes(manifest),
+            "class_names": manifest.get("class_names"),  # a folder's; else by the label files
             "stroke_width": round(prepare_data.stroke_width(x_train, percentile=10), 2)}
 
 
 def attach_to_model_file(path, data):
     """Adds the record's data to a saved .keras file (a zip: Keras reads only its own
-    entries), so that the model file alone names its classes."""
+    entries), with the class names as they read now, so that the model file alone names its
+    classes."""
+    note = {"data": {**data, "class_names": prepare_data.names_of_classes(data)}}
     with zipfile.ZipFile(path, "a") as archive:
-        archive.writestr(MODEL_NOTE, json.dumps({"data": data}, indent=1))
+        archive.writestr(MODEL_NOTE, json.dumps(note, indent=1))
 
 
 def attached_to_model_file(path):

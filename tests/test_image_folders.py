@@ -309,3 +309,17 @@ def test_the_exported_model_reads_image_files_as_predict_does(folder_run, tmp_pa
         assert got[path][1] == expected[path][1], path
         if expected[path][1]:
             assert got[path][0] == expected[path][0], path
+
+
+def test_a_pickles_model_file_carries_the_names_its_record_reads(trained_tiny):
+    import run_state
+    work, _, _ = trained_tiny
+    note = run_state.attached_to_model_file(str(work / "out" / "best.keras"))
+    record = json.load(open(work / "out" / "best.json"))
+    assert record["data"]["class_names"] is None  # best.json reads data/labels-36.txt each time
+    names = note["data"]["class_names"]  # the model file alone has them as they read then
+    assert len(names) == 36 and names[14] == "N" and names[10] == "0"
+    assert prepare_data.class_names("auto", note["data"]) == prepare_data.class_names(
+        "auto", record["data"])
+    assert {key: value for key, value in note["data"].items() if key != "class_names"} == {
+        key: value for key, value in record["data"].items() if key != "class_names"}
