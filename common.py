@@ -8,6 +8,9 @@ frozen `Settings` value, by lower-case name (`settings.epochs`), which main() pa
 functions that need it; no constant is ever rewritten.
 `--help` lists the settings with their comments. Expected user mistakes raise `UserError`,
 which `run` turns into one line on stderr and exit code 2 instead of a traceback.
+`lazy_import("tensorflow")` stands for a module that is imported on first use, so that --help
+and mistakes answer before TensorFlow loads; `start_tensorflow()` starts its runtime with its
+C++ notices kept quiet, where a script's TensorFlow work begins.
 """
 import contextlib
 import dataclasses

@@ -4,7 +4,7 @@
     python model.py --dense_units=256
 """
 from common import UserError, configure, lazy_import, pick, run, start_tensorflow
-import prepare_data  # the data format: 56x56 images, 36 classes
+import prepare_data  # the data format: 56x56 images
 
 keras = lazy_import("keras")  # loaded on first use: --help answers at once
 layers = lazy_import("keras.layers")
@@ -20,6 +20,11 @@ PRECISION = "float32" # float32, or mixed_bfloat16: compute in bfloat16 with flo
                       # (faster where the CPU has bfloat16 instructions: AVX512_BF16, AMX)
 PRECISIONS = ("float32", "mixed_bfloat16")
 _FIXED = ("PRECISIONS",)  # the choices, not a setting
+
+
+def check_precision(precision):
+    if precision not in PRECISIONS:
+        raise UserError(f"--precision={precision}: choose {' or '.join(PRECISIONS)}")
 
 
 def build_model(num_classes=prepare_data.NUM_CLASSES, filters_1=FILTERS_1, kernel_1=KERNEL_1,
@@ -46,8 +51,7 @@ def build_model(num_classes=prepare_data.NUM_CLASSES, filters_1=FILTERS_1, kerne
 
 def main(argv=None):
     settings = configure(globals(), argv=argv)
-    if settings.precision not in PRECISIONS:
-        raise UserError(f"--precision={settings.precision}: choose {' or '.join(PRECISIONS)}")
+    check_precision(settings.precision)
     start_tensorflow()
     model = build_model(**pick(settings, globals()))
     model.summary()

@@ -69,8 +69,7 @@ RESUMABLE_CHANGES = {"DATA", "PREPARED_DIR", "OUT_DIR", "FRESH", "VERBOSE", "DIS
                      "TENSORBOARD"}
 IMAGE_SHAPE = (prepare_data.SIDE, prepare_data.SIDE, 1)  # the model's input, from the format
 CHOICES = {"lr_schedule": ("auto", "plateau", "cosine", "constant"),
-           "distribute": ("auto", "mirrored", "off"),
-           "precision": model.PRECISIONS}
+           "distribute": ("auto", "mirrored", "off")}
 
 
 # ---------------------------------------------------------------------------- settings
@@ -81,11 +80,15 @@ def defaults(**overrides):
     return dataclasses.replace(defaults_of(globals(), vars(model), vars(augment)), **overrides)
 
 
-def check_settings(settings):
-    for name, choices in CHOICES.items():  # (bench/deeper.py's own network has no precision)
-        if hasattr(settings, name) and getattr(settings, name) not in choices:
+def check_settings(settings, model_settings=True):
+    """A clear error for a setting out of range; `model_settings`: the settings include
+    model.py's (not when another network replaces it, as in bench/deeper.py)."""
+    for name, choices in CHOICES.items():
+        if getattr(settings, name) not in choices:
             raise UserError(f"--{name}={getattr(settings, name)}: choose "
                             f"{', '.join(choices[:-1])} or {choices[-1]}")
+    if model_settings:
+        model.check_precision(settings.precision)
     augment.check_ranges(settings.backend, settings.elastic, settings.stroke)
     if settings.batch_size < 1 or settings.epochs < 1:
         raise UserError("--batch_size and --epochs must be at least 1")
@@ -241,7 +244,7 @@ def new_model(settings, steps_per_epoch=1, build_network=None,
 def run_training(settings, build_network=None):
     """One training run of `settings` (unresolved: the size rule is applied here), as
     `python train.py` does it; `build_network` as in new_model. Returns the run's record."""
-    check_settings(settings)
+    check_settings(settings, model_settings=build_network is None)
     if settings.tensorboard and importlib.util.find_spec("tensorboard") is None:
         raise UserError("--tensorboard=True needs the tensorboard package: pip install -r "
                         "requirements.txt")

@@ -94,14 +94,20 @@ CASES = [(script, ["--help"], 0, "Settings") for script in SCRIPTS] + [
 ]
 
 
-@pytest.mark.parametrize("script, args, code, words", CASES,
-                         ids=[" ".join([script, *args]) for script, args, _, _ in CASES])
-def test_answers_before_tensorflow_loads(work, script, args, code, words):
+def run_blocked(work, script, *args):
+    """Runs a script in `work` with the stand-ins that refuse to load in place of TensorFlow's
+    packages; returns (the CompletedProcess, its seconds)."""
     environment = {**os.environ, "PYTHONPATH": str(work / "blocked")}
     started = time.perf_counter()
     result = subprocess.run([sys.executable, os.path.join(ROOT, script), *args], cwd=work,
                             env=environment, capture_output=True, text=True, timeout=60)
-    seconds = time.perf_counter() - started
+    return result, time.perf_counter() - started
+
+
+@pytest.mark.parametrize("script, args, code, words", CASES,
+                         ids=[" ".join([script, *args]) for script, args, _, _ in CASES])
+def test_answers_before_tensorflow_loads(work, script, args, code, words):
+    result, seconds = run_blocked(work, script, *args)
     if code == 0:
         assert result.returncode == 0 and words in result.stdout, result.stderr[-2000:]
     else:
@@ -113,8 +119,5 @@ def test_answers_before_tensorflow_loads(work, script, args, code, words):
 def test_the_blocked_packages_are_really_blocked(work):
     """The check above proves something: with the stand-ins in place, work that needs
     TensorFlow fails to import it (here: training on good data)."""
-    environment = {**os.environ, "PYTHONPATH": str(work / "blocked")}
-    result = subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), "--data=good.pkl",
-                             "--out_dir=fresh", "--epochs=1"], cwd=work, env=environment,
-                            capture_output=True, text=True, timeout=60)
+    result, _ = run_blocked(work, "train.py", "--data=good.pkl", "--out_dir=fresh", "--epochs=1")
     assert result.returncode != 0 and "imported before the answer" in result.stderr

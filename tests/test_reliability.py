@@ -253,10 +253,13 @@ def test_settings_out_of_range_are_refused():
                              ({"lr_schedule": "cyclic"}, "auto, plateau, cosine or constant"),
                              ({"backend": "cv2"}, "tf or imgaug"),
                              ({"backend": "imgaug", "elastic": 2.0}, "--elastic needs --backend=tf"),
-                             ({"backend": "imgaug", "stroke": 0.5}, "--stroke needs --backend=tf")):
+                             ({"backend": "imgaug", "stroke": 0.5}, "--stroke needs --backend=tf"),
+                             ({"precision": "float16"}, "float32 or mixed_bfloat16")):
         with pytest.raises(UserError, match=words):
             train.check_settings(train.defaults(**overrides))
     train.check_settings(train.defaults())  # the defaults pass
+    # another network (bench/deeper.py's) has no model.py settings to check
+    train.check_settings(train.defaults(precision="float16"), model_settings=False)
 
 
 def test_settings_that_are_set_are_kept_by_the_size_rule():
