@@ -16,7 +16,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 import prepare_data
-from conftest import assert_user_error, run_script
+from conftest import assert_user_error, run_script, run_scripts_together
 
 SHAPES = ("bar", "circle", "cross")  # the class folders, in sorted order: labels 0, 1, 2
 
@@ -83,21 +83,20 @@ def test_a_folder_of_class_subfolders_trains_with_its_names(folder_run):
 
 def test_evaluate_and_predict_show_the_folder_names(folder_run, tmp_path):
     work, folder, _ = folder_run
-    scored = run_script("evaluate.py", cwd=work)
+    checkpoint = f"--checkpoint={work / 'out' / 'best.keras'}"
+    draw("circle", 150, 10).save(tmp_path / "mine.png")
+    Image.new("RGB", (120, 90), "white").save(tmp_path / "blank.png")  # paper, no ink
+    scored, result, text = run_scripts_together(
+        ("evaluate.py", checkpoint, f"--prepared_dir={work / 'data'}"),
+        ("predict.py", checkpoint, "--json=True", "--top=3", "mine.png", "blank.png"),
+        ("predict.py", checkpoint, "blank.png"), cwd=tmp_path)
     assert scored.returncode == 0, scored.stderr[-3000:]
     assert re.search(r"^\s+1:circle\s+\d\.\d{3}", scored.stdout, re.M)
     assert re.search(r"test accuracy: \d\.\d{4} \(\d+/15\)$", scored.stdout.strip())  # 5 a class
-    image = draw("circle", 150, 10)
-    image.save(tmp_path / "mine.png")
-    Image.new("RGB", (120, 90), "white").save(tmp_path / "blank.png")  # paper, no ink
-    result = run_script("predict.py", f"--checkpoint={work / 'out' / 'best.keras'}",
-                        "--json=True", "--top=3", "mine.png", "blank.png", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     mine, blank = (json.loads(line) for line in result.stdout.strip().splitlines())
     assert sorted(guess["name"] for guess in mine["top"]) == ["0:bar", "1:circle", "2:cross"]
     assert mine["found"] is True and blank == {"input": "blank.png", "found": False, "top": []}
-    text = run_script("predict.py", f"--checkpoint={work / 'out' / 'best.keras'}", "blank.png",
-                      cwd=tmp_path)
     assert text.stdout.strip() == "blank.png: no character found", text.stdout
 
 
@@ -118,16 +117,16 @@ def test_a_model_file_on_its_own_predicts_evaluates_and_exports(folder_run, tmp_
     lone = tmp_path / "my-model.keras"
     shutil.copy(work / "out" / "best.keras", lone)  # without its best.json
     draw("cross", 100, 8).save(tmp_path / "x.png")
-    predicted = run_script("predict.py", f"--checkpoint={lone}", "x.png", cwd=tmp_path)
+    predicted, exported, scored = run_scripts_together(
+        ("predict.py", f"--checkpoint={lone}", "x.png"),
+        ("export.py", f"--checkpoint={lone}", "--export_dir=exp", "--tflite=False"),
+        ("evaluate.py", str(lone), f"--prepared_dir={work / 'data'}"), cwd=tmp_path)
     assert predicted.returncode == 0, predicted.stderr[-3000:]
     assert re.match(r"x\.png: \d:(bar|circle|cross) ", predicted.stdout)
     notes = [line for line in predicted.stderr.splitlines() if line.startswith("note:")]
     assert len(notes) == 1 and "stored inside" in notes[0], predicted.stderr  # said once
-    exported = run_script("export.py", f"--checkpoint={lone}", "--export_dir=exp",
-                          "--tflite=False", cwd=tmp_path)
     assert exported.returncode == 0, exported.stderr[-3000:]
     assert (tmp_path / "exp" / "labels.txt").read_text() == "0 bar\n1 circle\n2 cross\n"
-    scored = run_script("evaluate.py", str(lone), f"--prepared_dir={work / 'data'}", cwd=tmp_path)
     assert scored.returncode == 0 and "1:circle" in scored.stdout, scored.stderr[-3000:]
     # the note is what makes it work: a model file without it, and no record, is refused
     stripped = tmp_path / "stripped.keras"
