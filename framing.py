@@ -30,7 +30,7 @@ tf = lazy_import("tensorflow")  # loaded on first use: --help and mistakes answe
 # The defaults of predict.py and serve.py (their settings) and of prepare_data.py's folders.
 MIN_STROKE = 3.0          # strokes thinner than this many pixels at 56x56 are widened
 SPECK_SHARE = 0.01        # ink blobs under this share of all the ink are specks, left out
-COMPONENT_SIDE = 256      # specks are found on the ink shrunk to at most this many pixels a side
+COMPONENT_SIDE = 128      # specks are found on the ink shrunk to at most this many pixels a side
 SIDE = prepare_data.SIDE  # the training format: SIDE x SIDE binary images
 
 
@@ -171,9 +171,9 @@ def frame_graph(image, min_stroke, speck_share):
 
         return tf.cond(tf.reduce_any(mask), fit, lambda: tf.zeros([SIDE, SIDE], tf.uint8))
 
-    two_valued = tf.logical_and(
+    two_valued = tf.cond(  # (the values are counted only at the training format's size)
         tf.reduce_all(tf.shape(ink) == SIDE),
-        tf.size(tf.unique(tf.reshape(ink, [-1]))[0]) <= 2)
+        lambda: tf.size(tf.unique(tf.reshape(ink, [-1]))[0]) <= 2, lambda: tf.constant(False))
     return tf.ensure_shape(tf.cond(two_valued, as_it_is, framed), [SIDE, SIDE])
 
 

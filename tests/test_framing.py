@@ -8,11 +8,12 @@ import prepare_data
 
 
 def blobby_masks(count, seed=0):
-    """Random masks of a few blobs of random sizes (some specks), up to 200 pixels a side."""
+    """Random masks of a few blobs of random sizes (some specks), up to COMPONENT_SIDE pixels
+    a side: where the speck rule works on the ink as it is, not shrunk."""
     from scipy import ndimage
     rng = np.random.default_rng(seed)
     for _ in range(count):
-        height, width = rng.integers(20, 200, 2)
+        height, width = rng.integers(20, framing.COMPONENT_SIDE + 1, 2)
         seeds = rng.random((height, width)) < rng.uniform(0.001, 0.02)
         yield ndimage.binary_dilation(seeds, iterations=int(rng.integers(0, 4))) | (
             rng.random((height, width)) < 0.002)
@@ -46,7 +47,7 @@ def test_big_images_find_specks_on_shrunk_ink():
     mask = np.zeros((1000, 1000), bool)
     mask[100:900, 480:520] = True  # a bar
     mask[30:33, 30:33] = True  # a speck far from it
-    mask[100:103, 475:478] = True  # and one 2 px from the bar: one blob when shrunk 4 times
+    mask[100:103, 475:478] = True  # and one 2 px from the bar: one blob when shrunk 8 times
     got = framing.without_specks(mask, 0.01).numpy()
     assert got[100:900, 480:520].all() and not got[30:33, 30:33].any()
     assert got[100:103, 475:478].all()
