@@ -243,30 +243,49 @@ def folder_sha256(folder, files):
     return sha.hexdigest()
 
 
+def refuse_empty_classes(folder, classes, labels):
+    """A clear error for the first class that none of `labels` (of its usable images) has."""
+    present = set(labels)
+    empty = [name for label, name in enumerate(classes) if label not in present]
+    if empty:
+        raise UserError(f"{os.path.join(folder, empty[0])} holds no readable image with ink: "
+                        f"check its files")
+
+
 def read_image_folder(folder, classes, files):
     """(x N x 3136, y) from the (label, path) image files of a folder: each framed by
     framing.py, as predict.py frames a file. Files that are not readable images, or hold no
     ink, are skipped with a warning that names them; a class left with no image is refused."""
-    import framing  # TensorFlow: loaded only when a folder's images are framed
-    rows, labels, unreadable, blank = [], [], [], []
-    for label, path in files:
+    from PIL import Image, UnidentifiedImageError
+    import framing  # TensorFlow: loaded only when the images are framed, below
+    unreadable = []
+    for _, path in files:  # first the files' headers: a class of no images answers at once
+        try:
+            with Image.open(path):
+                pass
+        except (UnidentifiedImageError, OSError, Image.DecompressionBombError, SyntaxError):
+            unreadable.append(path)
+    skip = set(unreadable)
+    opened = [(label, path) for label, path in files if path not in skip]
+    refuse_empty_classes(folder, classes, [label for label, _ in opened])
+    rows, labels, blank = [], [], []
+    for label, path in opened:
         with open(path, "rb") as f:
             raw = f.read()
         try:
             pixels = framing.read_image_file(raw, path)
-        except UserError:
-            unreadable.append(os.path.relpath(path, folder))
+        except UserError:  # a header that opens, a body that does not decode
+            unreadable.append(path)
             continue
         if not pixels.any():
-            blank.append(os.path.relpath(path, folder))
+            blank.append(path)
             continue
         rows.append(pixels)
         labels.append(label)
+    refuse_empty_classes(folder, classes, labels)
     y = np.asarray(labels, np.int64)
-    empty = [name for label, name in enumerate(classes) if not np.any(y == label)]
-    if empty:
-        raise UserError(f"{os.path.join(folder, empty[0])} holds no readable image with ink: "
-                        f"check its files")
+    unreadable, blank = ([os.path.relpath(path, folder) for path in paths]
+                         for paths in (unreadable, blank))
     for problem, skipped in (("not a readable image", unreadable), ("blank (no ink)", blank)):
         if skipped:
             shown = ", ".join(skipped[:5]) + (f" and {len(skipped) - 5} more"

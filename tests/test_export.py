@@ -73,16 +73,13 @@ def test_exports_reload_without_this_repo_and_agree(trained_tiny, tmp_path):
 
 def test_export_settings_and_refusals(trained_tiny, tmp_path):
     work, _, _ = trained_tiny
-    result = run_script("export.py", f"--checkpoint={work / 'out' / 'best.keras'}",
-                        "--export_dir=only", "--tflite=False", "--labels=none", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert sorted(p.name for p in (tmp_path / "only").iterdir()) == ["labels.txt", "saved_model"]
     checkpoint = f"--checkpoint={work / 'out' / 'best.keras'}"
     write_pickle(tmp_path / "other.pkl", make_dataset(seed=5))
     float_only, few, other = run_scripts_together(
         ("export.py", checkpoint, "--export_dir=float", "--int8=False", "--prepared_dir=elsewhere"),
         ("export.py", checkpoint, "--export_dir=few", "--calibration_images=7"),
-        ("export.py", checkpoint, "--export_dir=other", "--tflite=False", "--data=other.pkl"),
+        ("export.py", checkpoint, "--export_dir=other", "--tflite=False", "--data=other.pkl",
+         "--labels=none"),
         cwd=tmp_path)
     for result in (float_only, few, other):
         assert result.returncode == 0, result.stderr[-3000:]
@@ -91,7 +88,8 @@ def test_export_settings_and_refusals(trained_tiny, tmp_path):
     assert "int8 TFLite, calibrated on 7 training images" in few.stdout
     assert "no test accuracies" in other.stdout and "not the data" in other.stdout
     assert (tmp_path / "elsewhere").is_dir()  # the split was prepared where it was told
-    assert (tmp_path / "only" / "labels.txt").read_text().splitlines()[14] == "14 14"
+    assert sorted(p.name for p in (tmp_path / "other").iterdir()) == ["labels.txt", "saved_model"]
+    assert (tmp_path / "other" / "labels.txt").read_text().splitlines()[14] == "14 14"
     assert_user_error(run_script("export.py", "--checkpoint=missing.keras", cwd=tmp_path),
                       "not found")
     import export

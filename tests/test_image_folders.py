@@ -16,7 +16,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 import prepare_data
-from conftest import assert_user_error, run_script, run_scripts_together
+from conftest import assert_user_error, refusal, run_script, run_scripts_together
 
 SHAPES = ("bar", "circle", "cross")  # the class folders, in sorted order: labels 0, 1, 2
 
@@ -180,21 +180,22 @@ def test_every_image_is_framed_as_predict_frames_a_photo(tmp_path):
     assert data["y"][row] == 1 and data["x"].shape == (9, 3136)  # the broken file is left out
 
 
-def test_a_folder_becomes_the_users_pickle(tmp_path):
+def test_a_folder_becomes_the_users_pickle(tmp_path, capsys):
     folder = make_image_folder(tmp_path / "shapes", per_class=4)
-    result = run_script("prepare_data.py", f"--input={folder}", "--output=mine.pkl", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert re.search(r"^\s+1\s+\d+\s+\d+\s+\d+\s+4  circle$", result.stdout, re.M)
-    assert "wrote mine.pkl" in result.stdout
-    with open(tmp_path / "mine.pkl", "rb") as f:
+    output = str(tmp_path / "mine.pkl")
+    prepare_data.main([f"--input={folder}", f"--output={output}",
+                       f"--prepared_dir={tmp_path / 'data'}"])
+    printed = capsys.readouterr().out
+    assert re.search(r"^\s+1\s+\d+\s+\d+\s+\d+\s+4  circle$", printed, re.M)
+    assert f"wrote {output}" in printed
+    with open(output, "rb") as f:
         x, y = pickle.load(f)
     assert x.shape == (12, 3136) and x.dtype == np.uint8 and set(np.unique(x)) == {0, 1}
     assert np.bincount(y).tolist() == [4, 4, 4]
     assert (tmp_path / "mine-labels.txt").read_text() == "0 bar\n1 circle\n2 cross\n"
     names = prepare_data.class_names(str(tmp_path / "mine-labels.txt"), {"num_classes": 3})
     assert names == ["0:bar", "1:circle", "2:cross"]  # what --labels=mine-labels.txt shows
-    assert_user_error(run_script("prepare_data.py", f"--input={folder}", "--output=mine.txt",
-                                 cwd=tmp_path), "--output", ".pkl")
+    assert "--output" in refusal(prepare_data.main, f"--input={folder}", "--output=mine.txt")
 
 
 def odd_folders(root):
@@ -229,14 +230,16 @@ def test_an_odd_folder_gets_one_clear_line(tmp_path, case):
     assert not glob.glob(str(tmp_path / "data" / "prepared-*"))  # nothing cached
 
 
-def test_evaluate_json_has_the_metrics_for_machines(trained_tiny, tmp_path):
+def test_evaluate_json_has_the_metrics_for_machines(trained_tiny, tmp_path, capsys):
+    import evaluate
     work, _, _ = trained_tiny
     out = tmp_path / "metrics.json"
-    result = run_script("evaluate.py", f"--json={out}", cwd=work)
-    assert result.returncode == 0, result.stderr[-3000:]
+    checkpoint = f"--checkpoint={work / 'out' / 'best.keras'}"
+    evaluate.main([checkpoint, f"--prepared_dir={work / 'data'}", f"--json={out}"])
+    printed = capsys.readouterr().out
     metrics = json.loads(out.read_text())
     correct, total = map(int, re.search(r"test accuracy: [\d.]+ \((\d+)/(\d+)\)",
-                                        result.stdout).groups())
+                                        printed).groups())
     assert metrics["accuracy"] == pytest.approx(correct / total) and metrics["images"] == total
     assert metrics["accuracy"] <= metrics["top2_accuracy"] <= metrics["top3_accuracy"]
     assert metrics["look_alikes_merged_accuracy"] >= metrics["accuracy"]
@@ -245,7 +248,7 @@ def test_evaluate_json_has_the_metrics_for_machines(trained_tiny, tmp_path):
     assert metrics["classes"][14]["name"] == "14:N"
     matrix = np.array(metrics["confusion_matrix"])
     assert matrix.shape == (36, 36) and np.trace(matrix) == correct
-    assert_user_error(run_script("evaluate.py", f"--json={tmp_path}", cwd=work), "--json")
+    assert "--json" in refusal(evaluate.main, checkpoint, f"--json={tmp_path}")
 
 
 def test_the_metrics_merge_look_alikes_and_rank_guesses():
@@ -290,10 +293,10 @@ def test_the_exported_model_reads_image_files_as_predict_does(folder_run, tmp_pa
     Image.fromarray(photo).save(tmp_path / "photo.png")
     Image.new("LA", (90, 70), (255, 255)).save(tmp_path / "blank.png")  # grey + alpha: 2 channels
     files += [str(tmp_path / "photo.png"), str(tmp_path / "blank.png")]
-    exported = run_script("export.py", checkpoint, "--tflite=False", cwd=tmp_path)
+    exported, predicted = run_scripts_together(
+        ("export.py", checkpoint, "--tflite=False"),
+        ("predict.py", f"--checkpoint={checkpoint}", "--json=True", *files), cwd=tmp_path)
     assert exported.returncode == 0, exported.stderr[-3000:]
-    predicted = run_script("predict.py", f"--checkpoint={checkpoint}", "--json=True", *files,
-                           cwd=tmp_path)
     assert predicted.returncode == 0, predicted.stderr[-3000:]
     expected = {}
     for line in predicted.stdout.strip().splitlines():
