@@ -81,18 +81,25 @@ def read_record(path):
     return record
 
 
+def training_data(record, data="", prepared_dir=PREPARED_DIR):
+    """prepare_data.prepare() of the data in the run record (or of the file `data`, which must
+    be the same data: other data is refused), with the record's seed: the checkpoint's split."""
+    source = data or record["data"]["source"]
+    prepared = prepare_data.prepare(source, record["data"]["seed"], prepared_dir, verbose=False)
+    if prepared["manifest"]["source_sha256"] != record["data"]["source_sha256"]:
+        raise UserError(f"{source} is not the data this checkpoint was trained on (sha256 "
+                        f"{prepared['manifest']['source_sha256'][:12]}... vs "
+                        f"{record['data']['source_sha256'][:12]}...): pass the original with "
+                        f"--data=PATH")
+    return prepared
+
+
 def load_split(record, split, data="", prepared_dir=PREPARED_DIR):
     """Images and labels of `split`, rebuilt from the data and seed in the run record (or
     from the file `data`, which must be the same data)."""
     if split not in ("val", "test"):
         raise UserError(f"--split={split}: choose val or test")
-    source = data or record["data"]["source"]
-    data = prepare_data.prepare(source, record["data"]["seed"], prepared_dir, verbose=False)
-    if data["manifest"]["source_sha256"] != record["data"]["source_sha256"]:
-        raise UserError(f"{source} is not the data this checkpoint was trained on (sha256 "
-                        f"{data['manifest']['source_sha256'][:12]}... vs "
-                        f"{record['data']['source_sha256'][:12]}...): pass the original with "
-                        f"--data=PATH")
+    data = training_data(record, data, prepared_dir)
     x, y = data[f"x_{split}"], data[f"y_{split}"]
     if len(y) == 0:
         raise UserError(f"the {split} split is empty: the dataset is too small to hold one out")

@@ -107,13 +107,14 @@ def test_data(record, data, prepared_dir, calibration_images):
     """(test images, their labels, calibration images from the training split), or a
     UserError's message if the checkpoint's data is not there."""
     try:
-        x, y = evaluate.load_split(record, "test", data, prepared_dir)
-        train = prepare_data.prepare(data or record["data"]["source"], record["data"]["seed"],
-                                     prepared_dir, verbose=False)["x_train"]
+        prepared = evaluate.training_data(record, data, prepared_dir)
     except UserError as error:
         return None, None, None, str(error)
+    if len(prepared["y_test"]) == 0:
+        return None, None, None, "the test split is empty: the dataset is too small"
+    train = prepared["x_train"]
     chosen = np.random.default_rng(0).permutation(len(train))[:calibration_images]
-    return x, y, train[np.sort(chosen)], None
+    return prepared["x_test"], prepared["y_test"], train[np.sort(chosen)], None
 
 
 def size_and_accuracy(path, probabilities, y):
