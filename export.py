@@ -86,23 +86,6 @@ def export_tflite(saved_model, path, calibration=None):
     return None
 
 
-def tflite_probabilities(path, x, batch_size=256):
-    """Class probabilities of a TFLite file for N x 3136 binary images, by LiteRT's
-    interpreter (TensorFlow's own, tf.lite.Interpreter, is deprecated)."""
-    from ai_edge_litert.interpreter import Interpreter
-    interpreter = Interpreter(model_path=path)
-    images = np.asarray(x, np.float32).reshape(-1, prepare_data.SIDE, prepare_data.SIDE, 1)
-    batches = []
-    for start in range(0, len(images), batch_size):
-        batch = images[start:start + batch_size]
-        interpreter.resize_tensor_input(0, batch.shape)
-        interpreter.allocate_tensors()
-        interpreter.set_tensor(interpreter.get_input_details()[0]["index"], batch)
-        interpreter.invoke()
-        batches.append(interpreter.get_tensor(interpreter.get_output_details()[0]["index"]))
-    return np.concatenate(batches)
-
-
 def test_data(record, data, prepared_dir, calibration_images):
     """(test images, their labels, calibration images from the training split), or a
     UserError's message if the checkpoint's data is not there."""
@@ -167,7 +150,7 @@ def main(argv=None):
         with quiet_native_stderr():  # LiteRT's notice of its CPU delegate
             probabilities = None if x is None else (
                 evaluate.predict_probabilities(model, x) if path == saved_model
-                else tflite_probabilities(path, x))
+                else predict.tflite_probabilities(path, x))
         print(f"wrote {path} ({kind}): {size_and_accuracy(path, probabilities, y)}")
     if missing:
         print(f"no test accuracies: {missing}")

@@ -3,7 +3,8 @@ your files, the page to its drawings and uploads, prepare_data.py to an image fo
 exported SavedModel's `classify_image` to the images it is sent.
 
 An image (H x W x 1, 2, 3 or 4 channels of uint8, any size) becomes 56x56 binary pixels, white
-strokes on black, framed as the users' images are:
+strokes on black, framed as the users' images are (the ops are all LiteRT builtins, so that
+predict.py can run the same framing without TensorFlow: tflite_model, lite_framer):
 1. the ink: the alpha channel of a see-through image (a canvas export), otherwise the grey
    levels, turned over when most pixels are light (dark strokes on paper), from the background
    (the median) to the brightest stroke;
@@ -22,7 +23,7 @@ import io
 
 import numpy as np
 
-from common import UserError, lazy_import, start_tensorflow
+from common import UserError, lazy_import, quiet_native_stderr, start_tensorflow
 import prepare_data
 
 tf = lazy_import("tensorflow")  # loaded on first use: --help and mistakes answer at once
@@ -62,7 +63,8 @@ def ink_of(image):
 
 def median(levels):
     """The median of integer levels 0..255 (as numpy's: the mean of the two middle ones)."""
-    counts = tf.cumsum(tf.math.bincount(tf.reshape(levels, [-1]), minlength=256, maxlength=256))
+    flat = tf.reshape(levels, [-1])
+    counts = tf.cumsum(tf.math.unsorted_segment_sum(tf.ones_like(flat), flat, 256))
     total = counts[-1]
     lower = tf.argmax(counts > (total - 1) // 2, output_type=tf.int32)
     upper = tf.argmax(counts > total // 2, output_type=tf.int32)
@@ -72,7 +74,9 @@ def median(levels):
 def largest_around(x):
     """Each pixel of H x W floats the largest value of the 3 x 3 square around it (outside
     the image does not count)."""
-    return tf.nn.max_pool2d(x[None, :, :, None], 3, 1, "SAME")[0, :, :, 0]
+    shape = tf.shape(x)
+    pooled = tf.nn.max_pool2d(tf.reshape(x, [1, shape[0], shape[1], 1]), 3, 1, "SAME")
+    return tf.reshape(pooled, shape)
 
 
 def grown(mask, radius):
@@ -89,7 +93,7 @@ def without_specks(mask, speck_share):
     COMPONENT_SIDE a side, labelled by spreading the largest pixel index through each blob."""
     height, width = tf.shape(mask)[0], tf.shape(mask)[1]
     factor = (tf.maximum(height, width) + COMPONENT_SIDE - 1) // COMPONENT_SIDE
-    padded = tf.pad(mask, [[0, (-height) % factor], [0, (-width) % factor]])
+    padded = tf.pad(tf.cast(mask, tf.int32), [[0, (-height) % factor], [0, (-width) % factor]]) > 0
     rows, cols = tf.shape(padded)[0] // factor, tf.shape(padded)[1] // factor
     small = tf.reduce_any(tf.reshape(padded, [rows, factor, cols, factor]), axis=[1, 3])
     count = tf.size(small)
@@ -142,11 +146,24 @@ def fit_to_frame(ink):
     shape = tf.cast(tf.shape(crop), tf.float32)
     scale = (SIDE - 1) / tf.reduce_max(shape)
     size = tf.maximum(tf.cast(tf.round(shape * scale), tf.int32), 1)
-    scaled = tf.image.resize(crop[:, :, None], size, "bilinear", antialias=True)[:, :, 0]
+    scaled = tf.matmul(tf.matmul(resize_weights(tf.shape(crop)[0], size[0]), crop),
+                       resize_weights(tf.shape(crop)[1], size[1]), transpose_b=True)
     offset = (SIDE - size) // 2
     margins = [[offset[0], SIDE - size[0] - offset[0]], [offset[1], SIDE - size[1] - offset[1]]]
-    framed = tf.pad(tf.cast(scaled >= 0.5, tf.uint8), margins)
-    return tf.ensure_shape(framed, [SIDE, SIDE])
+    framed = tf.pad(tf.cast(scaled >= 0.5, tf.int32), margins)
+    return tf.cast(tf.reshape(framed, [SIDE, SIDE]), tf.uint8)
+
+
+def resize_weights(source, target):
+    """target x source weights of an antialiased bilinear resize of one axis: each output
+    pixel the triangle-weighted mean of the source pixels under it, the triangle as wide as
+    an output pixel when shrinking (as tf.image.resize(..., antialias=True) computes it)."""
+    scale = tf.cast(target, tf.float32) / tf.cast(source, tf.float32)
+    centres = (tf.range(tf.cast(target, tf.float32)) + 0.5) / scale
+    sources = tf.range(tf.cast(source, tf.float32)) + 0.5
+    distance = tf.abs(tf.reshape(sources, [1, -1]) - tf.reshape(centres, [-1, 1]))
+    weights = tf.maximum(1 - distance / tf.maximum(1 / scale, 1.0), 0.0)
+    return weights / tf.maximum(tf.reduce_sum(weights, axis=1, keepdims=True), 1e-12)
 
 
 def frame_graph(image, min_stroke, speck_share):
@@ -174,7 +191,7 @@ def frame_graph(image, min_stroke, speck_share):
     two_valued = tf.cond(  # (the values are counted only at the training format's size)
         tf.reduce_all(tf.shape(ink) == SIDE),
         lambda: tf.size(tf.unique(tf.reshape(ink, [-1]))[0]) <= 2, lambda: tf.constant(False))
-    return tf.ensure_shape(tf.cond(two_valued, as_it_is, framed), [SIDE, SIDE])
+    return tf.reshape(tf.cond(two_valued, as_it_is, framed), [SIDE, SIDE])
 
 
 @functools.cache
@@ -193,6 +210,41 @@ def frame(image, min_stroke=MIN_STROKE, speck_share=SPECK_SHARE):
     if image.ndim == 2:
         image = image[:, :, None]
     return traced()(image, float(min_stroke or MIN_STROKE), float(speck_share)).numpy().ravel()
+
+
+def tflite_model():
+    """frame_graph as a LiteRT (TensorFlow Lite) model of builtin ops only: the same function,
+    which predict.py runs (lite_framer) to frame files without starting TensorFlow."""
+    function = traced()
+    converter = tf.lite.TFLiteConverter.from_concrete_functions(
+        [function.get_concrete_function()], function)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    with quiet_native_stderr():
+        return converter.convert()
+
+
+def lite_framer(path):
+    """frame(), computed by LiteRT's interpreter from the file of tflite_model()'s bytes at
+    `path`: a function of frame()'s arguments."""
+    from ai_edge_litert.interpreter import Interpreter
+    with quiet_native_stderr():  # (LiteRT's C++ notice of its CPU delegate)
+        interpreter = Interpreter(model_path=path)
+    inputs = {detail["name"]: detail["index"] for detail in interpreter.get_input_details()}
+    output = interpreter.get_output_details()[0]["index"]
+
+    def frame_by_lite(image, min_stroke=MIN_STROKE, speck_share=SPECK_SHARE):
+        image = np.asarray(image, np.uint8)
+        if image.ndim == 2:
+            image = image[:, :, None]
+        interpreter.resize_tensor_input(inputs["image"], image.shape)
+        with quiet_native_stderr():
+            interpreter.allocate_tensors()
+        interpreter.set_tensor(inputs["image"], image)
+        interpreter.set_tensor(inputs["min_stroke"], np.float32(min_stroke or MIN_STROKE))
+        interpreter.set_tensor(inputs["speck_share"], np.float32(speck_share))
+        interpreter.invoke()
+        return interpreter.get_tensor(output).ravel()
+    return frame_by_lite
 
 
 # ---------------------------------------------------------------------------- image files
@@ -227,6 +279,7 @@ def decoded(raw, where, max_pixels=None):
 
 
 def read_image_file(raw, where, min_stroke=MIN_STROKE, speck_share=SPECK_SHARE,
-                    max_pixels=None):
-    """The bytes of an image file -> 3136 binary pixels, framed."""
-    return frame(decoded(raw, where, max_pixels), min_stroke, speck_share)
+                    max_pixels=None, framer=frame):
+    """The bytes of an image file -> 3136 binary pixels, framed (by `framer`: frame, or a
+    lite_framer)."""
+    return framer(decoded(raw, where, max_pixels), min_stroke, speck_share)

@@ -9,16 +9,25 @@ black, the character cropped to its ink, scaled to fill a 56x56 frame and made b
 .npy or pickle arrays of N x 3136 binary pixels. Prints the top 3 characters with their
 probabilities for each image, or "no character found" for an image with no ink.
 
+The first run also writes LiteRT copies of the model and of the framing into lite/ beside the
+checkpoint (the same functions, converted); later runs answer from them without starting
+TensorFlow, seconds sooner (bench/speed.py times both; --lite=False: always TensorFlow).
+
 From Python: `from predict import predict; labels = predict(images)` (images N x 3136 or
 N x 56 x 56, 0/1 or 0/255; -1 for an image with no ink); the model is loaded once and kept.
 """
+import contextlib
 import functools
+import glob
+import hashlib
+import io
 import json
 import os
+import sys
 
 import numpy as np
 
-from common import UserError, configure, lazy_import, run
+from common import UserError, atomic_path, configure, lazy_import, quiet_native_stderr, run
 import evaluate
 import framing
 import prepare_data
@@ -35,6 +44,9 @@ MIN_STROKE = 0.0               # image files: strokes thinner than this many pix
                                # checkpoint's training images (recorded in best.json)
 SPECK_SHARE = 0.01             # image files: ink blobs under this share of all the ink are
                                # specks, left out of the framing
+LITE = True                    # True: after the first run, answer from LiteRT copies of the model
+                               # and the framing (the same functions, kept in lite/ beside the
+                               # checkpoint) without starting TensorFlow: seconds sooner
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 NO_CHARACTER = -1              # predict()'s answer for an image with no ink
 _FIXED = ("NO_CHARACTER",)
@@ -61,9 +73,9 @@ def pen_width(record=None, min_stroke=MIN_STROKE):
     return min_stroke or recorded or framing.MIN_STROKE
 
 
-def read_inputs(paths, min_stroke=None, speck_share=SPECK_SHARE):
-    """(names, N x 3136 uint8) from image files (framed by framing.py with these settings)
-    and array files."""
+def read_inputs(paths, min_stroke=None, speck_share=SPECK_SHARE, framer=framing.frame):
+    """(names, N x 3136 uint8) from image files (framed by `framer` with these settings:
+    framing.py's frame, or its lite_framer) and array files."""
     names, rows = [], []
     for path in paths:
         if not os.path.isfile(path):
@@ -71,7 +83,8 @@ def read_inputs(paths, min_stroke=None, speck_share=SPECK_SHARE):
         with open(path, "rb") as f:
             raw = f.read()
         if path.lower().endswith(IMAGE_SUFFIXES):
-            rows.append(framing.read_image_file(raw, path, min_stroke, speck_share))
+            rows.append(framing.read_image_file(raw, path, min_stroke, speck_share,
+                                                framer=framer))
             names.append(path)
             continue
         if path.endswith(".npy"):
@@ -117,14 +130,77 @@ def predict(images, checkpoint=CHECKPOINT):
     return np.where(x.any(axis=1), labels, NO_CHARACTER)
 
 
+def tflite_probabilities(path, x, batch_size=256):
+    """Class probabilities of a model's TFLite file for N x 3136 binary images, by LiteRT's
+    interpreter (TensorFlow's own, tf.lite.Interpreter, is deprecated)."""
+    from ai_edge_litert.interpreter import Interpreter
+    with quiet_native_stderr():  # (LiteRT's C++ notice of its CPU delegate)
+        interpreter = Interpreter(model_path=path)
+    images = np.asarray(x, np.float32).reshape(-1, prepare_data.SIDE, prepare_data.SIDE, 1)
+    batches = []
+    for start in range(0, len(images), batch_size):
+        batch = images[start:start + batch_size]
+        interpreter.resize_tensor_input(0, batch.shape)
+        with quiet_native_stderr():
+            interpreter.allocate_tensors()
+        interpreter.set_tensor(interpreter.get_input_details()[0]["index"], batch)
+        interpreter.invoke()
+        batches.append(interpreter.get_tensor(interpreter.get_output_details()[0]["index"]))
+    return np.concatenate(batches)
+
+
+def lite_paths(checkpoint):
+    """(model, framing) paths of the LiteRT copies for a checkpoint, in lite/ beside it, named
+    by the sha256 of the checkpoint's bytes and of framing.py: a changed one is never used."""
+    def sha_of(path):
+        with open(path, "rb") as f:
+            return hashlib.sha256(f.read()).hexdigest()[:16]
+    folder = os.path.join(os.path.dirname(os.path.abspath(checkpoint)), "lite")
+    return (os.path.join(folder, f"model-{sha_of(checkpoint)}.tflite"),
+            os.path.join(folder, f"framing-{sha_of(framing.__file__)}.tflite"))
+
+
+def write_lite_copies(checkpoint):
+    """Converts the checkpoint's model and the framing to LiteRT files (lite_paths), written
+    atomically, older copies removed; says so on stderr. A folder that is not writable only
+    costs the speed-up."""
+    model_path, framing_path = lite_paths(checkpoint)
+    converter = tf.lite.TFLiteConverter.from_keras_model(load_model(checkpoint)[0])
+    try:
+        # (quiet: the converter prints the model's signature, which is not the user's output)
+        with quiet_native_stderr(), contextlib.redirect_stdout(io.StringIO()):
+            files = {model_path: converter.convert(), framing_path: framing.tflite_model()}
+        for old in glob.glob(os.path.join(os.path.dirname(model_path), "*.tflite")):
+            if old not in files:
+                os.remove(old)
+        for path, content in files.items():
+            with atomic_path(path) as tmp, open(tmp, "wb") as f:
+                f.write(content)
+    except OSError as error:
+        print(f"note: no LiteRT copies written ({error}); predict.py stays on TensorFlow",
+              file=sys.stderr)
+        return
+    print(f"note: wrote LiteRT copies to {os.path.dirname(model_path)}: later runs answer "
+          f"without starting TensorFlow", file=sys.stderr)
+
+
 def main(argv=None):
     settings, paths = configure(globals(), positional="*", argv=argv)
     record = read_record(settings.checkpoint)  # the model loads once the inputs are read
+    model_lite, framing_lite = lite_paths(settings.checkpoint)
+    lite = settings.lite and os.path.isfile(model_lite) and os.path.isfile(framing_lite)
     names_in, images = read_inputs(paths, pen_width(record, settings.min_stroke),
-                                   settings.speck_share)
+                                   settings.speck_share,
+                                   framing.lite_framer(framing_lite) if lite else framing.frame)
     class_names = prepare_data.class_names(settings.labels, record["data"])
-    evaluate.check_compatible(load_model(settings.checkpoint)[0], len(class_names))
-    probabilities = predict_probabilities(images, settings.checkpoint)
+    if lite:  # the copy of this very checkpoint, which was checked against its classes
+        probabilities = tflite_probabilities(model_lite, images)
+        if probabilities.shape[1] != len(class_names):
+            raise UserError(f"the checkpoint predicts {probabilities.shape[1]} classes, but "
+                            f"the labels name {len(class_names)}: pass the matching --labels")
+    else:
+        evaluate.check_compatible(load_model(settings.checkpoint)[0], len(class_names))
+        probabilities = predict_probabilities(images, settings.checkpoint)
     for name, row, pixels in zip(names_in, probabilities, images):
         best = np.argsort(row)[::-1][:settings.top]
         if not pixels.any():  # nothing to read: no label, as the page refuses an empty drawing
@@ -138,6 +214,8 @@ def main(argv=None):
         else:
             guesses = "  ".join(f"{class_names[label]} {row[label]:.3f}" for label in best)
             print(f"{name}: {guesses}")
+    if settings.lite and not lite:
+        write_lite_copies(settings.checkpoint)
 
 
 if __name__ == "__main__":

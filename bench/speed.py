@@ -8,7 +8,8 @@ same model trained the plain way (model.fit on numpy arrays, imgaug on each batc
 loop, as the reference project did), at our batch size and at the reference's batch of 32.
 Also: the compute floor from this machine's measured peak FLOP/s, the epoch time with no input
 pipeline at all, the cost of DETERMINISTIC=True, and how long commands take from the shell
-(--help, a mistake, predict.py on one image file: each the fastest of --command_repeats runs),
+(--help, a mistake, predict.py on one image file, with TensorFlow, on its first run and from
+the LiteRT copies that run writes: each the fastest of --command_repeats runs),
 and how many image files a second framing.py frames.
 All ratios come from one run on one machine.
 """
@@ -197,9 +198,15 @@ def time_commands(model, x, report, repeats=COMMAND_REPEATS):
                                    (["predict.py", "--help"], 0),
                                    (["train.py", "--data=/nonexistent.pkl"], 2),
                                    (["evaluate.py", "--checkpoint=missing.keras"], 2),
-                                   (["predict.py", "--checkpoint=best.keras", "one.png"], 0)):
+                                   (["predict.py", "--checkpoint=best.keras", "one.png",
+                                     "--lite=False"], 0)):
             report(f"command: python {' '.join(command)}",
                    command_seconds(command, folder, exit_code, repeats), "s")
+        one_file = ["predict.py", "--checkpoint=best.keras", "one.png"]
+        report("command: python predict.py --checkpoint=best.keras one.png, first run (also "
+               "writes the LiteRT copies)", command_seconds(one_file, folder, 0, 1), "s")
+        report("command: python predict.py --checkpoint=best.keras one.png (from the copies)",
+               command_seconds(one_file, folder, 0, repeats), "s")
 
 
 def framing_images_per_second(x, count=200):

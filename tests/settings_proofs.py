@@ -76,6 +76,7 @@ PROOFS = {
     "predict.py --json": ("test_predict_reads_back_pngs_with_evaluates_labels",),
     "predict.py --min_stroke": ("test_framing_settings_for_image_files",),
     "predict.py --speck_share": ("test_framing_settings_for_image_files",),
+    "predict.py --lite": ("test_predict_answers_from_litert_copies_without_tensorflow",),
     "serve.py --checkpoint": ("test_refused_at_start_with_one_line", "test_drawing_in_a_real_browser"),
     "serve.py --host": ("test_drawing_in_a_real_browser",),
     "serve.py --port": ("test_drawing_in_a_real_browser",),

@@ -88,8 +88,9 @@ def test_evaluate_and_predict_show_the_folder_names(folder_run, tmp_path):
     Image.new("RGB", (120, 90), "white").save(tmp_path / "blank.png")  # paper, no ink
     scored, result, text = run_scripts_together(
         ("evaluate.py", checkpoint, f"--prepared_dir={work / 'data'}"),
-        ("predict.py", checkpoint, "--json=True", "--top=3", "mine.png", "blank.png"),
-        ("predict.py", checkpoint, "blank.png"), cwd=tmp_path)
+        ("predict.py", "--lite=False", checkpoint, "--json=True", "--top=3", "mine.png",
+         "blank.png"),
+        ("predict.py", "--lite=False", checkpoint, "blank.png"), cwd=tmp_path)
     assert scored.returncode == 0, scored.stderr[-3000:]
     assert re.search(r"^\s+1:circle\s+\d\.\d{3}", scored.stdout, re.M)
     assert re.search(r"test accuracy: \d\.\d{4} \(\d+/15\)$", scored.stdout.strip())  # 5 a class
@@ -123,8 +124,8 @@ def test_a_model_file_on_its_own_predicts_evaluates_and_exports(folder_run, tmp_
         ("evaluate.py", str(lone), f"--prepared_dir={work / 'data'}"), cwd=tmp_path)
     assert predicted.returncode == 0, predicted.stderr[-3000:]
     assert re.match(r"x\.png: \d:(bar|circle|cross) ", predicted.stdout)
-    notes = [line for line in predicted.stderr.splitlines() if line.startswith("note:")]
-    assert len(notes) == 1 and "stored inside" in notes[0], predicted.stderr  # said once
+    notes = [line for line in predicted.stderr.splitlines() if "stored inside" in line]
+    assert len(notes) == 1 and notes[0].startswith("note:"), predicted.stderr  # said once
     assert exported.returncode == 0, exported.stderr[-3000:]
     assert (tmp_path / "exp" / "labels.txt").read_text() == "0 bar\n1 circle\n2 cross\n"
     assert scored.returncode == 0 and "1:circle" in scored.stdout, scored.stderr[-3000:]
@@ -295,7 +296,8 @@ def test_the_exported_model_reads_image_files_as_predict_does(folder_run, tmp_pa
     files += [str(tmp_path / "photo.png"), str(tmp_path / "blank.png")]
     exported, predicted = run_scripts_together(
         ("export.py", checkpoint, "--tflite=False"),
-        ("predict.py", f"--checkpoint={checkpoint}", "--json=True", *files), cwd=tmp_path)
+        ("predict.py", "--lite=False", f"--checkpoint={checkpoint}", "--json=True", *files),
+        cwd=tmp_path)
     assert exported.returncode == 0, exported.stderr[-3000:]
     assert predicted.returncode == 0, predicted.stderr[-3000:]
     expected = {}

@@ -2,7 +2,9 @@
 embedded digits."""
 import io
 import json
+import os
 import re
+import zipfile
 
 import numpy as np
 import pytest
@@ -85,7 +87,7 @@ def test_predict_reads_back_pngs_with_evaluates_labels(trained_tiny, tmp_path):
         paths.append(str(tmp_path / f"img{i}.png"))
         Image.fromarray(image.reshape(56, 56) * 255).save(paths[-1])
     np.save(tmp_path / "batch.npy", x[:3])
-    result = run_script("predict.py", f"--checkpoint={work / 'out' / 'best.keras'}",
+    result = run_script("predict.py", "--lite=False", f"--checkpoint={work / 'out' / 'best.keras'}",
                         "--json=True", *paths, str(tmp_path / "batch.npy"), cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     rows = [json.loads(line) for line in result.stdout.strip().splitlines()]
@@ -93,10 +95,12 @@ def test_predict_reads_back_pngs_with_evaluates_labels(trained_tiny, tmp_path):
     assert [row["label"] for row in rows[12:]] == expected[:3].tolist()
     assert all(len(row["top"]) == 3 for row in rows)
     assert rows[0]["top"][0]["probability"] >= rows[0]["top"][1]["probability"]
-    text = run_script("predict.py", f"--checkpoint={work / 'out' / 'best.keras'}", "--top=2",
+    text = run_script("predict.py", "--lite=False",
+                      f"--checkpoint={work / 'out' / 'best.keras'}", "--top=2",
                       paths[0], cwd=tmp_path)
     assert text.returncode == 0 and len(re.findall(r"\d+:\S+ \d\.\d{3}", text.stdout)) == 2
-    numbers = run_script("predict.py", f"--checkpoint={work / 'out' / 'best.keras'}",
+    numbers = run_script("predict.py", "--lite=False",
+                         f"--checkpoint={work / 'out' / 'best.keras'}",
                          "--labels", "none", paths[0], cwd=tmp_path)
     assert numbers.returncode == 0 and re.fullmatch(r"\S+: (\d+ \d\.\d{3}  ){2}\d+ \d\.\d{3}\n",
                                                     numbers.stdout), numbers.stdout
@@ -135,7 +139,7 @@ def test_embedded_default_end_to_end_with_digit_names(trained_digits, tmp_path):
         scan[30:142, 20:132] = 235 - 200 * np.kron(image.reshape(56, 56), np.ones((2, 2), np.uint8))
         paths.append(str(tmp_path / f"scan{i}.jpg"))
         Image.fromarray(scan).save(paths[-1], quality=90)
-    result = run_script("predict.py", f"--checkpoint={work / 'out' / 'best.keras'}",
+    result = run_script("predict.py", "--lite=False", f"--checkpoint={work / 'out' / 'best.keras'}",
                         "--json=True", *paths, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     labels = [json.loads(line)["label"] for line in result.stdout.strip().splitlines()]
@@ -207,7 +211,7 @@ def test_framing_settings_for_image_files(trained_tiny, tmp_path, monkeypatch, c
     monkeypatch.setattr(framing, "frame", lambda image, *args: (
         seen.append(frame(image, *args)), seen[-1])[1])
     for options in ([], ["--min_stroke", "9"], ["--speck_share=0"]):
-        monkeypatch.setattr("sys.argv", ["predict.py", str(tmp_path / "thin.png"),
+        monkeypatch.setattr("sys.argv", ["predict.py", str(tmp_path / "thin.png"), "--lite=False",
                                          f"--checkpoint={work / 'out' / 'best.keras'}", *options])
         predict.main()
     assert capsys.readouterr().out.count("thin.png: ") == 3
@@ -256,3 +260,64 @@ def test_images_from_the_wild_read_like_their_originals(trained_digits, make):
                    np.ptp(np.nonzero(image.reshape(56, 56))[1]) >= 50 for image in inputs)
     same = predict.predict(inputs, checkpoint) == predict.predict(x[:12], checkpoint)
     assert same.mean() >= 10 / 12, same
+
+
+def test_predict_answers_from_litert_copies_without_tensorflow(trained_digits, tmp_path):
+    """The first predict.py run writes LiteRT copies of the model and of the framing beside
+    the checkpoint; the next answers the same from them with TensorFlow made unimportable. A
+    changed checkpoint or --lite=False goes back to TensorFlow."""
+    import shutil
+    import subprocess
+    import sys
+    from conftest import ROOT
+    work, _, _ = trained_digits
+    for name in ("best.keras", "best.json"):  # a copy: the shared run stays as it was
+        shutil.copy(work / "out" / name, tmp_path / name)
+    rng = np.random.default_rng(3)
+    inputs = []
+    for i, (width, height) in enumerate([(90, 60), (300, 420), (56, 56), (640, 480)]):
+        pixels = np.full((height, width), 255, np.uint8)
+        pixels[height // 4:3 * height // 4, width // 3:width // 3 + max(width // 8, 3)] = 0
+        pixels[height // 4:height // 4 + max(height // 10, 3), width // 4:3 * width // 4] = 0
+        pixels[rng.integers(0, height), rng.integers(0, width)] = 0  # a speck
+        Image.fromarray(pixels).save(tmp_path / f"{i}.png")
+        inputs.append(f"{i}.png")
+    see_through = np.zeros((120, 200, 4), np.uint8)
+    see_through[30:90, 90:110, 3] = 255
+    Image.fromarray(see_through).save(tmp_path / "canvas.png")
+    Image.new("L", (70, 70), 128).save(tmp_path / "blank.png")
+    np.save(tmp_path / "arrays.npy", (rng.random((3, 3136)) < 0.2).astype(np.uint8))
+    command = ["predict.py", "--checkpoint=best.keras", "--json=True", *inputs,
+               "canvas.png", "blank.png", "arrays.npy"]
+    first = run_script(*command, cwd=tmp_path)
+    assert first.returncode == 0 and "wrote LiteRT copies" in first.stderr, first.stderr[-2000:]
+    assert len(list((tmp_path / "lite").glob("*.tflite"))) == 2
+    blocked = tmp_path / "blocked"
+    for name in ("tensorflow", "keras"):
+        (blocked / name).mkdir(parents=True)
+        (blocked / name / "__init__.py").write_text(f"raise ImportError('{name} imported')\n")
+    second = subprocess.run([sys.executable, os.path.join(ROOT, command[0]), *command[1:]],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "PYTHONPATH": str(blocked)})
+    assert second.returncode == 0, second.stderr[-2000:]
+    before = [json.loads(line) for line in first.stdout.splitlines()]
+    after = [json.loads(line) for line in second.stdout.splitlines()]
+    assert len(before) == len(after) == 9 and [a["found"] for a in after].count(False) == 1
+    for old, new in zip(before, after):
+        assert old["input"] == new["input"] and old.get("label") == new.get("label")
+        for guess, again in zip(old["top"], new["top"]):
+            assert guess["label"] == again["label"]
+            assert abs(guess["probability"] - again["probability"]) <= 2e-4
+    # a changed checkpoint (here: the same files, zipped anew) is not answered from the copies
+    with zipfile.ZipFile(tmp_path / "best.keras") as model_file:
+        contents = {name: model_file.read(name) for name in model_file.namelist()}
+    with zipfile.ZipFile(tmp_path / "best.keras", "w", zipfile.ZIP_DEFLATED) as model_file:
+        for name, content in contents.items():
+            model_file.writestr(name, content)
+    changed = subprocess.run([sys.executable, os.path.join(ROOT, command[0]), *command[1:]],
+                             cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                             env={**os.environ, "PYTHONPATH": str(blocked)})
+    assert changed.returncode != 0 and "imported" in changed.stderr
+    plain = run_script(*command, "--lite=False", cwd=tmp_path)
+    assert plain.returncode == 0 and "LiteRT" not in plain.stderr, plain.stderr[-2000:]
+    assert plain.stdout == first.stdout
