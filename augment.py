@@ -32,6 +32,8 @@ STROKE = 0.0           # share of the images whose strokes are then made a pixel
                        # of them) or thinner (the other half) (--backend=tf only)
 BACKEND = "tf"         # tf: an in-graph warp (fast, parallel); imgaug: the reference's library
 IMGAUG_RANGES = ("crop_px", "scale", "rotate", "keep_aspect", "share")  # what imgaug does
+_RANGES = {"CROP_PX": "[0, 20]", "SCALE": "[0, 1)", "ROTATE": "[0, 180]", "ELASTIC": "[0, 10]",
+           "SHARE": "[0, 1]", "STROKE": "[0, 1]", "BACKEND": ("tf", "imgaug")}  # check_values
 
 
 def imgaug_augmenters():
@@ -168,7 +170,7 @@ def augment_batch_tf(images, seed, crop_px=CROP_PX, scale=SCALE, rotate=ROTATE,
 
 def augment_in_graph(images, seed, backend=BACKEND, **ranges):
     """For a tf.data pipeline: a batch N x H x W x 1 augmented by the chosen back end, with
-    these ranges (imgaug's subset of them: see check_ranges)."""
+    these ranges (imgaug's subset of them: see check_backend)."""
     if backend == "imgaug":  # the reference's library: Python, holds the GIL
         imgaug_ranges = {name: ranges[name] for name in IMGAUG_RANGES if name in ranges}
         augmented = tf.numpy_function(
@@ -178,10 +180,8 @@ def augment_in_graph(images, seed, backend=BACKEND, **ranges):
     return augment_batch_tf(images, seed, **ranges)
 
 
-def check_ranges(backend, elastic, stroke):
+def check_backend(backend, elastic, stroke):
     """What only the tf back end does, refused with imgaug (a UserError naming it)."""
-    if backend not in ("tf", "imgaug"):
-        raise UserError(f"--backend={backend}: choose tf or imgaug")
     for name, value in (("elastic", elastic), ("stroke", stroke)):
         if backend == "imgaug" and value:
             raise UserError(f"--{name} needs --backend=tf (imgaug does not do it)")
@@ -192,7 +192,7 @@ def main(argv=None):
 
     from prepare_data import prepare
     settings = configure(globals(), argv=argv)
-    check_ranges(settings.backend, settings.elastic, settings.stroke)
+    check_backend(settings.backend, settings.elastic, settings.stroke)
     ranges = pick(settings, globals())
     backend = ranges.pop("backend")
     output, rows, copies_per_row = "augment_grid.png", 8, 7  # originals, then copies of each

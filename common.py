@@ -17,8 +17,10 @@ import dataclasses
 import difflib
 import functools
 import importlib
+import math
 import os
 import re
+import secrets
 import sys
 import tempfile
 
@@ -38,13 +40,16 @@ def _parse_value(name, text, current):
         if text.lower() in _FALSE:
             return False
         raise UserError(f"--{name}={text}: expected True or False")
-    for kind, description in ((int, "a whole number"), (float, "a number")):
+    for kind, description in ((int, "a whole number"), (float, "a finite number")):
         if isinstance(current, kind):
             try:
-                return kind(text)
+                value = kind(text)
             except ValueError:
+                value = math.nan
+            if not math.isfinite(value):
                 raise UserError(f"--{name}={text}: expected {description}, "
                                 f"like --{name}={current}") from None
+            return value
     return text
 
 
@@ -54,6 +59,29 @@ def settings_of(namespace):
     fixed = namespace.get("_FIXED", ())
     return {k: v for k, v in namespace.items() if k.isupper() and not k.startswith("_")
             and k not in fixed and isinstance(v, (bool, int, float, str))}
+
+
+def check_values(settings, *namespaces):
+    """A UserError for the first setting outside what its namespace's `_RANGES` allows: an
+    interval such as "[0, 1)" (inf: no bound) or a tuple of the choices."""
+    for namespace in namespaces:
+        for key, allowed in namespace.get("_RANGES", {}).items():
+            value = getattr(settings, key.lower())
+            if isinstance(allowed, tuple) and value not in allowed:
+                raise UserError(f"--{key.lower()}={value}: choose "
+                                f"{', '.join(map(str, allowed[:-1]))} or {allowed[-1]}")
+            if isinstance(allowed, str) and not in_interval(value, allowed):
+                raise UserError(f"--{key.lower()}={value}: out of range, give a value in "
+                                f"{allowed}")
+
+
+def in_interval(value, interval):
+    """Whether a number lies in an interval written as in mathematics: "[1, inf)", "(0, 1]"."""
+    opening, low, high, closing = re.fullmatch(r"([\[(])\s*(\S+)\s*,\s*(\S+)\s*([\])])",
+                                               interval).groups()
+    low, high = float(low), float(high)
+    return ((low <= value if opening == "[" else low < value)
+            and (value <= high if closing == "]" else value < high))
 
 
 def make_settings(values):
@@ -131,6 +159,7 @@ def configure(*namespaces, argv=None, positional=None):
         if loose:
             values[positional] = loose[0]
     settings = make_settings({key.lower(): value for key, value in values.items()})
+    check_values(settings, *namespaces)  # before anything loads
     return (settings, loose) if positional == "*" else settings
 
 
@@ -197,30 +226,44 @@ def run(main):
 
 @contextlib.contextmanager
 def atomic_path(path):
-    """Yields a temporary path beside `path`; renames it onto `path` only if the block
-    succeeds, so an interrupted write never leaves a partial file under the final name."""
+    """Yields a temporary path beside `path`. If the block succeeds, the file there is flushed
+    to the disk and renamed onto `path`, and the rename flushed too: an interrupted write, or a
+    power cut after it, never leaves a partial file under the final name."""
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     base, ext = os.path.splitext(os.path.basename(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{base}.", suffix=f".tmp{ext}", dir=directory)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the usual permissions
+    tmp = os.path.join(directory, f".{base}.{os.getpid()}-{secrets.token_hex(4)}.tmp{ext}")
+    # made as open() makes files, 0666 less the umask (reading the umask means setting it,
+    # which would race with other threads' files)
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
     try:
         yield tmp
+        flush_to_disk(tmp)
         os.replace(tmp, path)
+        flush_to_disk(directory)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def flush_to_disk(path):
+    """fsync a file, or a folder's entries (where the system allows it: not on Windows)."""
+    try:
+        descriptor = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass
+    finally:
+        os.close(descriptor)
 
 
 def write_text_atomic(path, text):
     with atomic_path(path) as tmp:
         with open(tmp, "w") as f:
             f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
 
 
 def lazy_import(name):

@@ -2,27 +2,25 @@
 
     python evaluate.py                                # out/best.keras
     python evaluate.py --checkpoint=out/best.keras --split=val
-    python evaluate.py --json=metrics.json             # the metrics for machines, too
+    python evaluate.py --json > metrics.json          # the metrics for machines instead
 
 The split is rebuilt from the run record beside the checkpoint (best.json next to best.keras):
-same data, same seed. Data that differs from what the model was trained on is refused. The last
-line printed is `test accuracy: 0.XXXX (correct/total)`.
+same data, same seed, and checked against the record's fingerprint of it. Data or a split that
+differs from what the model was trained on is refused. The last line printed is
+`test accuracy: 0.XXXX (correct/total)`.
 """
-import functools
 import json
 import os
 import sys
 
 import numpy as np
 
-from common import UserError, configure, lazy_import, quiet_native_stderr, run, \
-    write_text_atomic
+from common import UserError, configure, lazy_import, run
+import classes
+import inference
 import prepare_data
-import run_state
 
-keras = lazy_import("keras")  # loaded on first use: --help and mistakes answer at once
-tf = lazy_import("tensorflow")
-sklearn_metrics = lazy_import("sklearn.metrics")  # likewise: a second to import
+sklearn_metrics = lazy_import("sklearn.metrics")  # loaded on first use: a second to import
 
 CHECKPOINT = "out/best.keras"  # a model written by train.py
 DATA = ""                      # the data file, if it has moved ("": where the run record says)
@@ -31,110 +29,46 @@ SPLIT = "test"                 # the split to score: test, or val
 BATCH_SIZE = 1024              # images per inference batch
 LABELS = "auto"                # class names: auto (by the data), none (numbers), or a file PATH
 PLOTS = False                  # True: also write the confusion matrix, errors and curves as PNGs
-JSON = ""                      # a PATH.json: also write the metrics there for machines (accuracy,
-                               # top-2/3, look-alikes merged, per class, confusion matrix)
+JSON = False                   # True: print the metrics as one JSON object instead of the report
+                               # (accuracy, top-2/3, look-alikes merged, per class, confusion matrix)
 TOP_CONFUSIONS = 10            # how many of the most confused pairs to list
 LOOK_ALIKES = ("0O", "1I", "2Z", "5S")  # characters that only context tells apart: also scored
                                          # as one (by the class names)
 _FIXED = ("LOOK_ALIKES",)
-
-
-def record_path(checkpoint):
-    return os.path.splitext(checkpoint)[0] + ".json"
-
-
-def load_checkpoint(path):
-    """(model, run record) with clear errors for a missing, foreign or damaged checkpoint."""
-    record = read_record(path)
-    return load_network(path), record
-
-
-def load_network(path):
-    """The Keras model in checkpoint `path`, or a clear error if the file is not one."""
-    try:
-        with quiet_native_stderr():  # the first TensorFlow work starts its runtime: C++ notices
-            return keras.saving.load_model(path, compile=False)  # no optimiser: inference
-    except Exception as error:  # Keras raises many types for a file that is not a model
-        raise UserError(f"{path} is not a loadable Keras model ({type(error).__name__}): pass "
-                        f"the best.keras that train.py wrote") from None
-
-
-def read_record(path):
-    """The run record of checkpoint `path`: best.json beside best.keras, or, for a model file
-    on its own, the record's data that train.py put inside it (saying so in one line). Read
-    before the model, so that a missing file answers at once."""
-    if not os.path.isfile(path):
-        raise UserError(f"checkpoint not found: {path} (train one with python train.py, "
-                        f"or pass --checkpoint=PATH to a .keras file it wrote)")
-    try:
-        with open(record_path(path)) as f:
-            record = json.load(f)
-        record["data"]["source"], record["data"]["source_sha256"], record["data"]["seed"]
-        return record
-    except (OSError, ValueError, KeyError, TypeError):
-        record = run_state.attached_to_model_file(path)
-    if record is None:
-        raise UserError(f"{path} has no readable run record at {record_path(path)}, nor one "
-                        f"inside it: use a best.keras written by train.py")
-    print(f"note: no readable {record_path(path)}: using the class names, stroke width and "
-          f"data fingerprint stored inside {path}", file=sys.stderr)
-    return record
+_RANGES = {"SPLIT": ("val", "test"), "BATCH_SIZE": "[1, inf)", "TOP_CONFUSIONS": "[0, inf)"}
 
 
 def training_data(record, data="", prepared_dir=PREPARED_DIR):
     """prepare_data.prepare() of the data in the run record (or of the file `data`, which must
-    be the same data: other data is refused), with the record's seed: the checkpoint's split."""
+    be the same data: other data is refused), with the record's seed: the checkpoint's split,
+    refused if it is not the one the checkpoint was trained on (its fingerprint in the record
+    differs), as its test images could then be training images."""
     source = data or record["data"]["source"]
     prepared = prepare_data.prepare(source, record["data"]["seed"], prepared_dir, verbose=False)
-    if prepared["manifest"]["source_sha256"] != record["data"]["source_sha256"]:
+    manifest = prepared["manifest"]
+    if manifest["source_sha256"] != record["data"]["source_sha256"]:
         raise UserError(f"{source} is not the data this checkpoint was trained on (sha256 "
-                        f"{prepared['manifest']['source_sha256'][:12]}... vs "
+                        f"{manifest['source_sha256'][:12]}... vs "
                         f"{record['data']['source_sha256'][:12]}...): pass the original with "
                         f"--data=PATH")
+    if manifest["split_sha256"] != record["data"].get("split_sha256"):
+        why = ("its record predates split fingerprints" if "split_sha256" not in record["data"]
+               else f"this split's sha256 is {manifest['split_sha256'][:12]}..., its record's "
+                    f"{record['data']['split_sha256'][:12]}...")
+        raise UserError(f"the split of {source} made now (seed {record['data']['seed']}) is not "
+                        f"the one this checkpoint was trained on ({why}), so its test images "
+                        f"could be training images: train it again with this version")
     return prepared
 
 
 def load_split(record, split, data="", prepared_dir=PREPARED_DIR):
     """Images and labels of `split`, rebuilt from the data and seed in the run record (or
-    from the file `data`, which must be the same data)."""
-    if split not in ("val", "test"):
-        raise UserError(f"--split={split}: choose val or test")
+    from the file `data`, which must be the same data) and checked against it."""
     data = training_data(record, data, prepared_dir)
     x, y = data[f"x_{split}"], data[f"y_{split}"]
     if len(y) == 0:
         raise UserError(f"the {split} split is empty: the dataset is too small to hold one out")
     return x, y
-
-
-def check_compatible(model, num_classes):
-    expected = (None, prepare_data.SIDE, prepare_data.SIDE, 1)
-    if tuple(model.input_shape) != expected or model.output_shape[-1] != num_classes:
-        raise UserError(f"the checkpoint takes {model.input_shape} and predicts "
-                        f"{model.output_shape[-1]} classes, but the data has {expected} images "
-                        f"and {num_classes} classes: it belongs to another project or dataset")
-
-
-@functools.lru_cache(maxsize=8)
-def _inference(model):
-    """The model's forward pass as one traced graph taking uint8 batches of any size: about a
-    third faster than model.predict, which adds a data pipeline and callbacks per call."""
-    side = prepare_data.SIDE
-    return tf.function(lambda images: model(tf.cast(images, tf.float32), training=False),
-                       input_signature=[tf.TensorSpec([None, side, side, 1], tf.uint8)])
-
-
-def check_batch_size(batch_size):
-    if batch_size < 1:
-        raise UserError(f"--batch_size={batch_size}: it must be at least 1")
-
-
-def predict_probabilities(model, x, batch_size=BATCH_SIZE):
-    """Class probabilities for N x 3136 binary images (uint8), in batches of `batch_size`."""
-    check_batch_size(batch_size)
-    images = np.asarray(x, np.uint8).reshape(-1, prepare_data.SIDE, prepare_data.SIDE, 1)
-    forward = _inference(model)
-    return np.concatenate([forward(images[i:i + batch_size]).numpy()
-                           for i in range(0, max(len(images), 1), batch_size)])
 
 
 def confused_pairs(matrix, names, top):
@@ -188,14 +122,9 @@ def metrics(y, probabilities, raw_names, names):
     }
 
 
-def check_json_path(path):
-    if path and (os.path.isdir(path) or not path.endswith(".json")):
-        raise UserError(f"--json={path}: give the path of a .json file to write")
-
-
-def write_plots(checkpoint, split, record, x, y, probabilities, names, matrix):
+def write_plots(checkpoint, split, record, x, y, probabilities, names, matrix, log=sys.stdout):
     """The confusion matrix, the errors and the training curves, as PNGs beside the
-    checkpoint."""
+    checkpoint; their paths printed to `log`."""
     import plots
     stem = os.path.splitext(checkpoint)[0]
     predicted = probabilities.argmax(axis=1)
@@ -212,25 +141,31 @@ def write_plots(checkpoint, split, record, x, y, probabilities, names, matrix):
         paths.append(plots.training_curves_png(record["history"], record.get("best_epoch", 0),
                                                f"{stem}-curves.png"))
     for path in paths:
-        print(f"wrote {path}")
+        print(f"wrote {path}", file=log)
 
 
 def main(argv=None):
     settings = configure(globals(), positional="CHECKPOINT", argv=argv)
     split, checkpoint = settings.split, settings.checkpoint
-    check_batch_size(settings.batch_size)
-    check_json_path(settings.json)
-    record = read_record(checkpoint)  # and the data, before the model: mistakes answer at once
-    names = prepare_data.class_names(settings.labels, record["data"])
+    record = inference.read_record(checkpoint)  # and the data before the model: at once
+    names = classes.class_names(settings.labels, record["data"])
     x, y = load_split(record, split, settings.data, settings.prepared_dir)
-    model = load_network(checkpoint)
-    check_compatible(model, len(names))
-    probabilities = predict_probabilities(model, x, settings.batch_size)
-    predicted = probabilities.argmax(axis=1)
-    present = sorted(set(y.tolist()) | set(predicted.tolist()))
-    scores = metrics(y, probabilities, prepare_data.chosen_names(settings.labels, record["data"]),
+    model = inference.load_network(checkpoint)
+    inference.check_compatible(model, len(names))
+    probabilities = inference.probabilities(model, x, settings.batch_size)
+    scores = metrics(y, probabilities, classes.chosen_names(settings.labels, record["data"]),
                      names)
     matrix = np.array(scores["confusion_matrix"])
+    if settings.plots:  # (with --json, the paths go to stderr: stdout is the JSON alone)
+        write_plots(checkpoint, split, record, x, y, probabilities, names, matrix,
+                    sys.stderr if settings.json else sys.stdout)
+    if settings.json:
+        print(json.dumps({"checkpoint": checkpoint, "split": split,
+                          "data": record["data"]["source"], "seed": record["data"]["seed"],
+                          **scores}, indent=1))
+        return
+    predicted = probabilities.argmax(axis=1)
+    present = sorted(set(y.tolist()) | set(predicted.tolist()))
     trained = (f"epoch {record['best_epoch']}, val_accuracy {record['val_accuracy']:.4f}"
                if "best_epoch" in record else "no run record beside it")
     print(f"checkpoint {checkpoint}: {trained}; data {record['data']['source']} "
@@ -245,13 +180,6 @@ def main(argv=None):
               f"{scores['look_alikes_merged_accuracy']:.4f}\n")
     print(f"most confused pairs, {split} split (true -> predicted, count, share of the class):")
     print("\n".join(confused_pairs(matrix, names, settings.top_confusions)))
-    if settings.plots:
-        write_plots(checkpoint, split, record, x, y, probabilities, names, matrix)
-    if settings.json:
-        write_text_atomic(settings.json, json.dumps(
-            {"checkpoint": checkpoint, "split": split, "data": record["data"]["source"],
-             "seed": record["data"]["seed"], **scores}, indent=1) + "\n")
-        print(f"wrote {settings.json}")
     correct = int(np.sum(predicted == y))
     print(f"{split} accuracy: {correct / len(y):.4f} ({correct}/{len(y)})")
 

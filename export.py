@@ -24,10 +24,12 @@ import numpy as np
 
 from common import UserError, atomic_path, configure, lazy_import, quiet_native_stderr, run, \
     write_text_atomic
+import classes
+import data_format
 import evaluate
 import framing
+import inference
 import predict
-import prepare_data
 
 keras = lazy_import("keras")  # loaded on first use: --help and mistakes answer at once
 tf = lazy_import("tensorflow")
@@ -40,12 +42,13 @@ INT8 = True                    # True (with --tflite): also write model-int8.tfl
 CALIBRATION_IMAGES = 500       # training images that set the int8 file's value ranges
 DATA = ""                      # the training data, if it has moved ("": where the record says)
 PREPARED_DIR = "data"          # where prepared splits are cached
+_RANGES = {"CALIBRATION_IMAGES": "[1, inf)"}  # common.check_values
 
 
 def export_saved_model(model, path, min_stroke):
     """Writes the SavedModel, with its two functions, under a temporary name, then swaps it in:
     an interrupted export never leaves a half-written model under the final name."""
-    side = prepare_data.SIDE
+    side = data_format.SIDE
 
     def classify_image(image):  # framing.py's framing, then the model: what predict.py does
         framed = framing.frame_graph(image, min_stroke, framing.SPECK_SHARE)
@@ -75,7 +78,7 @@ def export_tflite(saved_model, path, calibration=None):
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
             converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
             converter.representative_dataset = lambda: (
-                [image.reshape(1, prepare_data.SIDE, prepare_data.SIDE, 1).astype(np.float32)]
+                [image.reshape(1, data_format.SIDE, data_format.SIDE, 1).astype(np.float32)]
                 for image in calibration)
         flatbuffer = converter.convert()
     except Exception as error:  # a converter that is absent or fails: the SavedModel stands
@@ -111,16 +114,14 @@ def size_and_accuracy(path, probabilities, y):
 def main(argv=None):
     settings = configure(globals(), positional="CHECKPOINT", argv=argv)
     export_dir = settings.export_dir
-    if settings.calibration_images < 1:
-        raise UserError(f"--calibration_images={settings.calibration_images}: use at least 1")
-    record = evaluate.read_record(settings.checkpoint)
-    names = prepare_data.class_names(settings.labels, record["data"])
+    record = inference.read_record(settings.checkpoint)
+    names = classes.class_names(settings.labels, record["data"])
     if os.path.exists(export_dir) and not os.path.isdir(export_dir):
         raise UserError(f"--export_dir={export_dir} is a file: choose a folder")
     x, y, calibration, missing = test_data(record, settings.data, settings.prepared_dir,
                                            settings.calibration_images)
-    model = evaluate.load_network(settings.checkpoint)
-    evaluate.check_compatible(model, len(names))
+    model = inference.load_network(settings.checkpoint)
+    inference.check_compatible(model, len(names))
     os.makedirs(export_dir, exist_ok=True)
     saved_model = os.path.join(export_dir, "saved_model")
     float_lite, int8_lite = (os.path.join(export_dir, name)
@@ -136,21 +137,23 @@ def main(argv=None):
                                        export_tflite(saved_model, int8_lite, calibration))
     write_text_atomic(os.path.join(export_dir, "labels.txt"), "".join(
         f"{label} {name or label}\n"
-        for label, name in enumerate(prepare_data.chosen_names(settings.labels, record["data"]))))
+        for label, name in enumerate(classes.chosen_names(settings.labels, record["data"]))))
     print(f"each takes images N x 56 x 56 x 1 (float32, 0/1) and returns N x {len(names)} "
           f"probabilities (the SavedModel by its serve function)")
     int8_kind = f"int8 TFLite, calibrated on {0 if missing else len(calibration)} training images"
     for path, kind in ((saved_model, "SavedModel"), (float_lite, "float32 TFLite"),
                        (int8_lite, int8_kind)):
-        if path not in failures and path != saved_model:
-            continue  # not asked for
-        if failures.get(path):
-            print(f"no {os.path.basename(path)}: {failures[path]}")
+        if (path not in failures or failures[path]) and path != saved_model:
+            if failures.get(path):
+                print(f"no {os.path.basename(path)}: {failures[path]}")
+            if os.path.exists(path):  # an earlier export's, of another model maybe
+                os.remove(path)
+                print(f"removed the earlier {path}: it was not written this time")
             continue
-        with quiet_native_stderr():  # LiteRT's notice of its CPU delegate
-            probabilities = None if x is None else (
-                evaluate.predict_probabilities(model, x) if path == saved_model
-                else predict.tflite_probabilities(path, x))
+        with quiet_native_stderr():  # TensorFlow's and LiteRT's notices
+            # each file as written, read back: the SavedModel's serve function, or LiteRT
+            exported = tf.saved_model.load(path) if path == saved_model else path
+            probabilities = None if x is None else inference.probabilities(exported, x)
         print(f"wrote {path} ({kind}): {size_and_accuracy(path, probabilities, y)}")
     if missing:
         print(f"no test accuracies: {missing}")

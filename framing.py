@@ -8,9 +8,11 @@ predict.py can run the same framing without TensorFlow: tflite_model, lite_frame
 1. the ink: the alpha channel of a see-through image (a canvas export), otherwise the grey
    levels, turned over when most pixels are light (dark strokes on paper), from the background
    (the median) to the brightest stroke;
-2. specks out: blobs of ink (8-connected) under SPECK_SHARE of all the ink are dropped, found
-   on the ink shrunk to at most COMPONENT_SIDE pixels a side (a big photo's blobs, a few pixels
-   apart, count as one);
+2. the ink of an image over MASK_SIDE pixels a side is shrunk to MASK_SIDE (any ink in a
+   square makes ink), so that the steps below cost the same for any size; then specks out:
+   blobs of ink (8-connected) under SPECK_SHARE of all the ink are dropped, found on the ink
+   shrunk to at most COMPONENT_SIDE pixels a side (a big photo's blobs, a few pixels apart,
+   count as one);
 3. strokes that would come out thinner than `min_stroke` pixels at 56x56 are widened (a big
    photo's thin pen lines would vanish);
 4. the character is cropped to its ink, scaled (keeping its aspect) so that its longer side
@@ -18,13 +20,14 @@ predict.py can run the same framing without TensorFlow: tflite_model, lite_frame
 A 56x56 image of two values is taken as it is (the minority colour is the ink). EXIF
 orientation is the caller's: `read_image_file` turns a photo upright before framing it.
 """
+import contextlib
 import functools
 import io
 
 import numpy as np
 
 from common import UserError, lazy_import, quiet_native_stderr, start_tensorflow
-import prepare_data
+import data_format
 
 tf = lazy_import("tensorflow")  # loaded on first use: --help and mistakes answer at once
 
@@ -32,33 +35,45 @@ tf = lazy_import("tensorflow")  # loaded on first use: --help and mistakes answe
 MIN_STROKE = 3.0          # strokes thinner than this many pixels at 56x56 are widened
 SPECK_SHARE = 0.01        # ink blobs under this share of all the ink are specks, left out
 COMPONENT_SIDE = 128      # specks are found on the ink shrunk to at most this many pixels a side
-SIDE = prepare_data.SIDE  # the training format: SIDE x SIDE binary images
+MASK_SIDE = 448           # a bigger image's ink is shrunk to at most this many pixels a side
+                          # before specks, widening and scaling, which cost work per pixel:
+                          # 8 times the frame's side, detail to spare for 56 pixels
+SIDE = data_format.SIDE   # the training format: SIDE x SIDE binary images
+# The image files read (Pillow's names): those the README names, no others. Pillow knows more,
+# some by way of other programs (it hands EPS to Ghostscript), which no upload should reach.
+IMAGE_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WebP")
 
 
 # ---------------------------------------------------------------------------- the steps
 
 def ink_of(image):
-    """uint8 H x W x C (C = 1, 2, 3 or 4) -> H x W float32 ink 0..1, strokes bright."""
-    image = tf.cast(image, tf.int32)
+    """uint8 H x W x C (C = 1, 2, 3 or 4) -> H x W float32 ink 0..1, strokes bright. (On a big
+    image every whole-image copy counts: no int32 copy of all the channels, one histogram for
+    both medians.)"""
     channels = tf.shape(image)[2]
-    gray_channels = tf.cond(channels >= 3, lambda: image[..., :3],
-                            lambda: tf.repeat(image[..., :1], 3, axis=2))
-    # the luma of ITU-R 601-2, in the integers Pillow uses for its "L" images
-    gray = (gray_channels[..., 0] * 19595 + gray_channels[..., 1] * 38470
-            + gray_channels[..., 2] * 7471 + 32768) // 65536
-    alpha = tf.cond(channels % 2 == 0, lambda: image[..., -1],
-                    lambda: tf.fill(tf.shape(gray), 255))  # 2 or 4 channels: the last is alpha
-    see_through = tf.logical_and(tf.reduce_min(alpha) < 128, tf.reduce_max(alpha) >= 128)
 
-    def from_gray():
+    def some_clear_some_opaque():  # with 2 or 4 channels, the last is alpha
+        alpha = tf.cast(image[..., -1], tf.int32)  # (LiteRT compares no uint8)
+        return tf.logical_and(tf.reduce_min(alpha) < 128, tf.reduce_max(alpha) >= 128)
+
+    def luma():  # the luma of ITU-R 601-2, in the integers Pillow uses for its "L" images
+        red, green, blue = (tf.cast(image[..., i], tf.int32) for i in range(3))
+        return (red * 19595 + green * 38470 + blue * 7471 + 32768) // 65536
+
+    def from_gray():  # (with one or two channels, the first is the grey: the luma of itself)
+        gray = tf.cond(channels >= 3, luma, lambda: tf.cast(image[..., 0], tf.int32))
         low, high = tf.reduce_min(gray), tf.reduce_max(gray)
-        light = median(gray) > tf.cast(low + high, tf.float32) / 2  # dark strokes on paper
-        levels = tf.cast(tf.where(light, 255 - gray, gray), tf.float32)
-        background = median(tf.cast(levels, tf.int32))
+        middle = median(gray)
+        light = middle > tf.cast(low + high, tf.float32) / 2  # dark strokes on paper
+        levels = tf.cond(light, lambda: tf.cast(255 - gray, tf.float32),
+                         lambda: tf.cast(gray, tf.float32))
+        background = tf.where(light, 255 - middle, middle)  # the median of the levels
+        brightest = tf.cast(tf.where(light, 255 - low, high), tf.float32)
         return tf.clip_by_value((levels - background)
-                                / tf.maximum(tf.reduce_max(levels) - background, 1.0), 0.0, 1.0)
+                                / tf.maximum(brightest - background, 1.0), 0.0, 1.0)
 
-    return tf.cond(see_through, lambda: tf.cast(alpha, tf.float32) / 255, from_gray)
+    see_through = tf.cond(channels % 2 == 0, some_clear_some_opaque, lambda: tf.constant(False))
+    return tf.cond(see_through, lambda: tf.cast(image[..., -1], tf.float32) / 255, from_gray)
 
 
 def median(levels):
@@ -87,15 +102,27 @@ def grown(mask, radius):
     return grown
 
 
+def shrunk(mask, side):
+    """(a bool mask shrunk to at most `side` pixels a side, the factor): each factor x factor
+    square (the last ones padded) becomes one pixel, ink if any of it is ink, so that a thin
+    line stays whole (an average would fade it). A mask within `side` comes back as it is."""
+    height, width = tf.shape(mask)[0], tf.shape(mask)[1]
+    factor = (tf.maximum(height, width) + side - 1) // side
+    rows, cols = (height + factor - 1) // factor, (width + factor - 1) // factor
+    # (padded by concatenation, across then down: LiteRT pads no bool or uint8, and an int32
+    # copy of a big mask would take 4 bytes a pixel)
+    wide = tf.concat([mask, tf.zeros([height, cols * factor - width], tf.bool)], axis=1)
+    across = tf.reduce_any(tf.reshape(wide, [height, cols, factor]), axis=2)
+    tall = tf.concat([across, tf.zeros([rows * factor - height, cols], tf.bool)], axis=0)
+    return tf.reduce_any(tf.reshape(tall, [rows, factor, cols]), axis=1), factor
+
+
 def without_specks(mask, speck_share):
     """The mask (H x W bool) without its blobs under `speck_share` of all the ink. Blobs are
-    the 8-connected components of the ink shrunk (any ink in a square makes it ink) to at most
-    COMPONENT_SIDE a side, labelled by spreading the largest pixel index through each blob."""
+    the 8-connected components of the ink shrunk to at most COMPONENT_SIDE a side, labelled by
+    spreading the largest pixel index through each blob."""
     height, width = tf.shape(mask)[0], tf.shape(mask)[1]
-    factor = (tf.maximum(height, width) + COMPONENT_SIDE - 1) // COMPONENT_SIDE
-    padded = tf.pad(tf.cast(mask, tf.int32), [[0, (-height) % factor], [0, (-width) % factor]]) > 0
-    rows, cols = tf.shape(padded)[0] // factor, tf.shape(padded)[1] // factor
-    small = tf.reduce_any(tf.reshape(padded, [rows, factor, cols, factor]), axis=[1, 3])
+    small, factor = shrunk(mask, COMPONENT_SIDE)
     count = tf.size(small)
     start = tf.where(small, tf.reshape(tf.range(1, count + 1), tf.shape(small)), 0)
 
@@ -178,13 +205,15 @@ def frame_graph(image, min_stroke, speck_share):
         return tf.cast(bright, tf.uint8)
 
     def framed():
-        mask = without_specks(ink > 0.5, speck_share)
+        mask = without_specks(shrunk(ink > 0.5, MASK_SIDE)[0], speck_share)
 
         def fit():
             top, bottom, left, right = bounds(mask)
             scale = (SIDE - 1) / tf.cast(tf.maximum(bottom - top, right - left), tf.float32)
             grow = tf.cast(tf.math.ceil((min_stroke / scale - stroke_width(mask)) / 2), tf.int32)
-            return fit_to_frame(grown(tf.cast(mask, tf.float32), grow))  # (grow < 1: as it is)
+            # (grow < 1: as it is; more than the mask's side fills it as that side does)
+            grow = tf.minimum(grow, tf.reduce_max(tf.shape(mask)))
+            return fit_to_frame(grown(tf.cast(mask, tf.float32), grow))
 
         return tf.cond(tf.reduce_any(mask), fit, lambda: tf.zeros([SIDE, SIDE], tf.uint8))
 
@@ -250,32 +279,60 @@ def lite_framer(path):
 # ---------------------------------------------------------------------------- image files
 
 def pixels_of(image):
-    """A PIL image -> uint8 H x W x C, turned upright by its EXIF orientation: RGBA for an
-    image with transparency, L for a grey one, otherwise RGB."""
-    from PIL import ImageOps
-    image = ImageOps.exif_transpose(image)
+    """A PIL image -> uint8 H x W x C, turned upright by its EXIF orientation: LA (grey and
+    alpha) for an image with transparency, otherwise L (grey). Colours become the grey that
+    ink_of would compute from them (Pillow's L is the same luma), in a third of the memory or
+    half."""
+    from PIL import ExifTags, ImageOps
+    # (no copies of an image already upright and in its mode: a big one is hundreds of MB)
+    if image.getexif().get(ExifTags.Base.Orientation, 1) != 1:
+        image = ImageOps.exif_transpose(image)
     see_through = image.mode in ("RGBA", "LA", "PA") or (
         image.mode == "P" and "transparency" in image.info)
-    mode = "RGBA" if see_through else "L" if image.mode in ("1", "L", "I", "I;16") else "RGB"
-    pixels = np.asarray(image.convert(mode), np.uint8)
+    if image.mode not in ("1", "L", "LA", "I", "I;16"):  # colours, or a palette of them
+        colour = "RGBA" if see_through else "RGB"
+        image = image if image.mode == colour else image.convert(colour)
+    mode = "LA" if see_through else "L"
+    pixels = np.asarray(image if image.mode == mode else image.convert(mode), np.uint8)
     return pixels if pixels.ndim == 3 else pixels[:, :, None]
+
+
+@contextlib.contextmanager
+def read_errors(where, max_pixels=None):
+    """Pillow's errors in reading the image file `where` -> one-line UserErrors naming it: a
+    decompression bomb (too many pixels), or not a readable image."""
+    from PIL import Image, UnidentifiedImageError
+    try:
+        yield
+    except Image.DecompressionBombError:  # over twice Pillow's MAX_IMAGE_PIXELS
+        limit = min(max_pixels or 2 * Image.MAX_IMAGE_PIXELS, 2 * Image.MAX_IMAGE_PIXELS)
+        raise UserError(f"{where} has too many pixels: over the limit of {limit:,}; send a "
+                        f"smaller image") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
+        raise UserError(f"{where} is not a readable image ({type(error).__name__}): use a "
+                        f"{', '.join(IMAGE_FORMATS[:-1])} or {IMAGE_FORMATS[-1]} file") from None
+
+
+def opened(raw, where, max_pixels=None):
+    """The bytes of an image file -> an open PIL image of one of IMAGE_FORMATS, its header
+    read and nothing decoded yet, or a UserError naming `where`: not a readable image, or more
+    pixels (width x height) than `max_pixels`."""
+    from PIL import Image
+    with read_errors(where, max_pixels):
+        image = Image.open(io.BytesIO(raw), formats=IMAGE_FORMATS)
+    width, height = image.size
+    if max_pixels and width * height > max_pixels:
+        image.close()
+        raise UserError(f"{where} has too many pixels ({width} x {height}): over the limit of "
+                        f"{max_pixels:,}; send a smaller image")
+    return image
 
 
 def decoded(raw, where, max_pixels=None):
     """The bytes of an image file -> pixels_of(it), or a UserError naming `where` if they are
-    not a readable image (or one of more than `max_pixels`, not decoded)."""
-    from PIL import Image, UnidentifiedImageError
-    try:
-        with Image.open(io.BytesIO(raw)) as image:
-            width, height = image.size
-            if max_pixels and width * height > max_pixels:
-                raise UserError(f"{where} is {width} x {height} pixels: over the limit of "
-                                f"{max_pixels:,}; send a smaller one")
-            return pixels_of(image)
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError, ValueError,
-            SyntaxError) as error:
-        raise UserError(f"{where} is not a readable image ({type(error).__name__}): "
-                        f"use a PNG or JPEG") from None
+    not a readable image of IMAGE_FORMATS (or one of more than `max_pixels`, not decoded)."""
+    with opened(raw, where, max_pixels) as image, read_errors(where, max_pixels):
+        return pixels_of(image)
 
 
 def read_image_file(raw, where, min_stroke=MIN_STROKE, speck_share=SPECK_SHARE,

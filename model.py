@@ -3,8 +3,8 @@
     python model.py                  # prints the summary and parameter count
     python model.py --dense_units=256
 """
-from common import UserError, configure, lazy_import, pick, run, start_tensorflow
-import prepare_data  # the data format: 56x56 images
+from common import configure, lazy_import, pick, run, start_tensorflow
+import data_format
 
 keras = lazy_import("keras")  # loaded on first use: --help answers at once
 layers = lazy_import("keras.layers")
@@ -18,21 +18,16 @@ DENSE_UNITS = 512     # units of the dense layer that combines parts into charac
 DROPOUT = 0.4         # dropout before the dense and the output layers: the main regulariser
 PRECISION = "float32" # float32, or mixed_bfloat16: compute in bfloat16 with float32 weights
                       # (faster where the CPU has bfloat16 instructions: AVX512_BF16, AMX)
-PRECISIONS = ("float32", "mixed_bfloat16")
-_FIXED = ("PRECISIONS",)  # the choices, not a setting
+_RANGES = {"FILTERS_1": "[1, inf)", "KERNEL_1": "[1, inf)", "STRIDE_1": "[1, inf)",
+           "FILTERS_2": "[1, inf)", "KERNEL_2": "[1, inf)", "DENSE_UNITS": "[1, inf)",
+           "DROPOUT": "[0, 1)", "PRECISION": ("float32", "mixed_bfloat16")}  # check_values
 
-
-def check_precision(precision):
-    if precision not in PRECISIONS:
-        raise UserError(f"--precision={precision}: choose {' or '.join(PRECISIONS)}")
-
-
-def build_model(num_classes=prepare_data.NUM_CLASSES, filters_1=FILTERS_1, kernel_1=KERNEL_1,
+def build_model(num_classes=data_format.NUM_CLASSES, filters_1=FILTERS_1, kernel_1=KERNEL_1,
                 stride_1=STRIDE_1, filters_2=FILTERS_2, kernel_2=KERNEL_2,
                 dense_units=DENSE_UNITS, dropout=DROPOUT, precision=PRECISION):
     """conv-pool-conv-pool-dense-softmax for SIDE x SIDE x 1 images with pixels 0/1; the
     sizes default to the constants above (train.py passes its settings' values)."""
-    side = prepare_data.SIDE
+    side = data_format.SIDE
     inputs = keras.Input(shape=(side, side, 1), name="image")
     x = inputs
     for filters, kernel, stride in ((filters_1, kernel_1, stride_1), (filters_2, kernel_2, 1)):
@@ -51,7 +46,6 @@ def build_model(num_classes=prepare_data.NUM_CLASSES, filters_1=FILTERS_1, kerne
 
 def main(argv=None):
     settings = configure(globals(), argv=argv)
-    check_precision(settings.precision)
     start_tensorflow()
     model = build_model(**pick(settings, globals()))
     model.summary()

@@ -28,9 +28,11 @@ import sys
 import numpy as np
 
 from common import UserError, atomic_path, configure, lazy_import, quiet_native_stderr, run
-import evaluate
+import classes
+import data_format
+import data_sources
 import framing
-import prepare_data
+import inference
 
 tf = lazy_import("tensorflow")  # loaded on first use: --help and mistakes answer at once
 
@@ -48,21 +50,23 @@ LITE = True                    # True: after the first run, answer from LiteRT c
                                # and the framing (the same functions, kept in lite/ beside the
                                # checkpoint) without starting TensorFlow: seconds sooner
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+ARRAY_SUFFIXES = (".npy", ".pkl", ".pickle")  # N x 3136 arrays: numpy's, or a pickle's
 NO_CHARACTER = -1              # predict()'s answer for an image with no ink
 _FIXED = ("NO_CHARACTER",)
+_RANGES = {"TOP": "[1, inf)", "MIN_STROKE": "[0, 20]", "SPECK_SHARE": "[0, 1)"}  # check_values
 
 
 @functools.lru_cache(maxsize=4)
 def read_record(checkpoint=CHECKPOINT):
-    """The checkpoint's run record (evaluate.read_record), read once per checkpoint."""
-    return evaluate.read_record(checkpoint)
+    """The checkpoint's run record (inference.read_record), read once per checkpoint."""
+    return inference.read_record(checkpoint)
 
 
 @functools.lru_cache(maxsize=4)
 def load_model(checkpoint=CHECKPOINT):
     """The model and its run record, loaded once per checkpoint."""
     record = read_record(checkpoint)  # first: a missing file is named as such
-    return evaluate.load_network(checkpoint), record
+    return inference.load_network(checkpoint), record
 
 
 def pen_width(record=None, min_stroke=MIN_STROKE):
@@ -80,6 +84,10 @@ def read_inputs(paths, min_stroke=None, speck_share=SPECK_SHARE, framer=framing.
     for path in paths:
         if not os.path.isfile(path):
             raise UserError(f"input not found: {path}")
+        if not path.lower().endswith(IMAGE_SUFFIXES + ARRAY_SUFFIXES):
+            raise UserError(f"{path} is neither an image ({' '.join(IMAGE_SUFFIXES)}) nor "
+                            f"an array of images ({' '.join(ARRAY_SUFFIXES)}): convert it to "
+                            f"one of those")
         with open(path, "rb") as f:
             raw = f.read()
         if path.lower().endswith(IMAGE_SUFFIXES):
@@ -87,13 +95,13 @@ def read_inputs(paths, min_stroke=None, speck_share=SPECK_SHARE, framer=framing.
                                                 framer=framer))
             names.append(path)
             continue
-        if path.endswith(".npy"):
+        if path.lower().endswith(".npy"):
             try:
                 array = np.load(path, allow_pickle=False)
             except (ValueError, OSError) as error:
                 raise UserError(f"{path} is not a readable .npy array ({error})") from None
         else:  # a pickle: loaded with the same code-refusing unpickler as the training data
-            array = prepare_data.load_pickle_object(raw, path)
+            array = data_sources.load_pickle_object(raw, path)
             if isinstance(array, (tuple, list)) and len(array) == 2:
                 array = array[0]  # a (train_x, train_y) pair: classify its images
         x = as_model_input(array, path)
@@ -108,9 +116,9 @@ def as_model_input(images, where="images"):
     """N x 3136 or N x 56 x 56 binary images (0/1, bool or 0/255), checked like training
     data -> N x 3136 uint8 0/1. Greyscale or wrongly shaped arrays are refused clearly."""
     images = np.asarray(images)
-    if images.ndim == 3 and images.shape[1:] == (prepare_data.SIDE, prepare_data.SIDE):
+    if images.ndim == 3 and images.shape[1:] == (data_format.SIDE, data_format.SIDE):
         images = images.reshape(len(images), -1)
-    x, _ = prepare_data.validate(images, np.zeros(len(images), np.int64), where)
+    x, _ = data_sources.validate(images, np.zeros(len(images), np.int64), where)
     return x
 
 
@@ -118,7 +126,7 @@ def predict_probabilities(images, checkpoint=CHECKPOINT):
     """The model's class probabilities (N x classes) for binary images, as predict() takes
     them (an image with no ink gets them too: check with images.any(axis=1))."""
     model, _ = load_model(checkpoint)
-    return evaluate.predict_probabilities(model, as_model_input(images))
+    return inference.probabilities(model, as_model_input(images))
 
 
 def predict(images, checkpoint=CHECKPOINT):
@@ -128,25 +136,6 @@ def predict(images, checkpoint=CHECKPOINT):
     x = as_model_input(images)
     labels = predict_probabilities(x, checkpoint).argmax(axis=1)
     return np.where(x.any(axis=1), labels, NO_CHARACTER)
-
-
-def tflite_probabilities(path, x, batch_size=256):
-    """Class probabilities of a model's TFLite file for N x 3136 binary images, by LiteRT's
-    interpreter (TensorFlow's own, tf.lite.Interpreter, is deprecated)."""
-    from ai_edge_litert.interpreter import Interpreter
-    with quiet_native_stderr():  # (LiteRT's C++ notice of its CPU delegate)
-        interpreter = Interpreter(model_path=path)
-    images = np.asarray(x, np.float32).reshape(-1, prepare_data.SIDE, prepare_data.SIDE, 1)
-    batches = []
-    for start in range(0, len(images), batch_size):
-        batch = images[start:start + batch_size]
-        interpreter.resize_tensor_input(0, batch.shape)
-        with quiet_native_stderr():
-            interpreter.allocate_tensors()
-        interpreter.set_tensor(interpreter.get_input_details()[0]["index"], batch)
-        interpreter.invoke()
-        batches.append(interpreter.get_tensor(interpreter.get_output_details()[0]["index"]))
-    return np.concatenate(batches)
 
 
 def lite_paths(checkpoint):
@@ -192,14 +181,14 @@ def main(argv=None):
     names_in, images = read_inputs(paths, pen_width(record, settings.min_stroke),
                                    settings.speck_share,
                                    framing.lite_framer(framing_lite) if lite else framing.frame)
-    class_names = prepare_data.class_names(settings.labels, record["data"])
+    class_names = classes.class_names(settings.labels, record["data"])
     if lite:  # the copy of this very checkpoint, which was checked against its classes
-        probabilities = tflite_probabilities(model_lite, images)
+        probabilities = inference.probabilities(model_lite, images)
         if probabilities.shape[1] != len(class_names):
             raise UserError(f"the checkpoint predicts {probabilities.shape[1]} classes, but "
                             f"the labels name {len(class_names)}: pass the matching --labels")
     else:
-        evaluate.check_compatible(load_model(settings.checkpoint)[0], len(class_names))
+        inference.check_compatible(load_model(settings.checkpoint)[0], len(class_names))
         probabilities = predict_probabilities(images, settings.checkpoint)
     for name, row, pixels in zip(names_in, probabilities, images):
         best = np.argsort(row)[::-1][:settings.top]

@@ -10,6 +10,7 @@ run resumes from its last completed epoch when started again with the same --out
 settings; --fresh starts over. From Python: `train.main(["--epochs=5"])`, or
 `train.run_training(train.defaults(epochs=5))`.
 """
+import contextlib
 import dataclasses
 import importlib.util
 import math
@@ -18,9 +19,11 @@ import shutil
 import sys
 import time
 
-from common import UserError, as_record, configure, defaults as defaults_of, lazy_import, \
-    pick, quiet_native_stderr, run
+from common import UserError, as_record, check_values, configure, defaults as defaults_of, \
+    lazy_import, pick, quiet_native_stderr, run
 import augment  # its settings are train.py's too
+import classes
+import data_format
 import devices
 import model  # likewise: the model's sizes
 import prepare_data
@@ -54,7 +57,10 @@ AUGMENT_EPOCHS = -1       # >0: augment only the first this many epochs, then cl
 SMALL_DATA = 10000        # training splits of fewer images than this get cosine decay and
                           # augmentation throughout, larger ones plateau drops and 15 augmented
                           # epochs (for --lr_schedule=auto and --augment_epochs=-1)
-FRESH = False             # True: discard an unfinished run in --out_dir and start over
+FRESH = False             # True: discard an unfinished run in --out_dir and start over (its
+                          # best.keras stays, replaced only by a better model)
+SET_ASIDE = False         # True: a best.keras of other data in --out_dir is moved, with its
+                          # records, into earlier/<its run id>/ there (else the run is refused)
 DETERMINISTIC = False     # True: TensorFlow's op determinism (the same result on GPUs; slower)
 DISTRIBUTE = "auto"       # auto: all GPUs if several, all workers if TF_CONFIG is set; mirrored:
                           # MirroredStrategy even on one device; off: one device
@@ -65,11 +71,15 @@ TENSORBOARD = False       # True: also write TensorBoard logs (loss, accuracy, l
                           # tensorboard --logdir out/tensorboard
 
 # Settings that may differ when a run is resumed: they do not change what is computed.
-RESUMABLE_CHANGES = {"DATA", "PREPARED_DIR", "OUT_DIR", "FRESH", "VERBOSE", "DISTRIBUTE",
-                     "TENSORBOARD"}
-IMAGE_SHAPE = (prepare_data.SIDE, prepare_data.SIDE, 1)  # the model's input, from the format
-CHOICES = {"lr_schedule": ("auto", "plateau", "cosine", "constant"),
-           "distribute": ("auto", "mirrored", "off")}
+RESUMABLE_CHANGES = {"DATA", "PREPARED_DIR", "OUT_DIR", "FRESH", "SET_ASIDE", "VERBOSE",
+                     "DISTRIBUTE", "TENSORBOARD"}
+# What each setting may be: an interval, or the choices (common.check_values).
+_RANGES = {"SEED": "[0, inf)", "BATCH_SIZE": "[1, inf)", "EPOCHS": "[1, inf)",
+           "LEARNING_RATE": "[0, inf)", "LR_SCHEDULE": ("auto", "plateau", "cosine", "constant"),
+           "LR_DROP_PATIENCE": "[1, inf)", "LR_DROP_FACTOR": "(0, 1]", "PATIENCE": "[1, inf)",
+           "WEIGHT_DECAY": "[0, inf)", "LABEL_SMOOTHING": "[0, 1)", "AUGMENT_EPOCHS": "[-1, inf)",
+           "SMALL_DATA": "[0, inf)", "DISTRIBUTE": ("auto", "mirrored", "off"),
+           "VERBOSE": "[-1, 2]"}
 
 
 # ---------------------------------------------------------------------------- settings
@@ -81,19 +91,11 @@ def defaults(**overrides):
 
 
 def check_settings(settings, model_settings=True):
-    """A clear error for a setting out of range; `model_settings`: the settings include
-    model.py's (not when another network replaces it, as in bench/deeper.py)."""
-    for name, choices in CHOICES.items():
-        if getattr(settings, name) not in choices:
-            raise UserError(f"--{name}={getattr(settings, name)}: choose "
-                            f"{', '.join(choices[:-1])} or {choices[-1]}")
-    if model_settings:
-        model.check_precision(settings.precision)
-    augment.check_ranges(settings.backend, settings.elastic, settings.stroke)
-    if settings.batch_size < 1 or settings.epochs < 1:
-        raise UserError("--batch_size and --epochs must be at least 1")
-    if settings.small_data < 0:
-        raise UserError(f"--small_data={settings.small_data}: give a number of images, 0 or more")
+    """A clear error for a setting out of range (configure() checks the shell's; this also
+    those given from Python); `model_settings`: the settings include model.py's (not when
+    another network replaces it, as in bench/deeper.py)."""
+    check_values(settings, globals(), vars(augment), *([vars(model)] if model_settings else []))
+    augment.check_backend(settings.backend, settings.elastic, settings.stroke)
 
 
 def resolve(settings, train_images):
@@ -136,9 +138,9 @@ def patience_of(settings):
 
 # ---------------------------------------------------------------------------- input pipeline
 
-def make_dataset(x, y, batch_size, num_classes=prepare_data.NUM_CLASSES):
+def make_dataset(x, y, batch_size, num_classes=data_format.NUM_CLASSES):
     """Validation or test batches: (float 56x56x1 images, one-hot labels), in order."""
-    dataset = tf.data.Dataset.from_tensor_slices((x.reshape(-1, *IMAGE_SHAPE), y))
+    dataset = tf.data.Dataset.from_tensor_slices((x.reshape(-1, *data_format.IMAGE_SHAPE), y))
     dataset = dataset.batch(batch_size).map(
         lambda images, labels: (tf.cast(images, tf.float32),
                                 tf.one_hot(labels, num_classes)))
@@ -146,7 +148,7 @@ def make_dataset(x, y, batch_size, num_classes=prepare_data.NUM_CLASSES):
 
 
 def make_training_dataset(x, y, settings, first_epoch, last_epoch,
-                          num_classes=prepare_data.NUM_CLASSES):
+                          num_classes=data_format.NUM_CLASSES):
     """Batches of epochs first_epoch..last_epoch - 1 (0-based), one after the other, of
     --batch_size images. Each epoch's order and augmentation draws come from (--seed, epoch)
     alone, so a resumed run sees exactly what the uninterrupted run would have seen; parallel
@@ -154,7 +156,7 @@ def make_training_dataset(x, y, settings, first_epoch, last_epoch,
     require_resolved(settings)
     seed, augment_epochs = settings.seed, settings.augment_epochs
     ranges = pick(settings, vars(augment))
-    images = tf.constant(x.reshape(-1, *IMAGE_SHAPE))
+    images = tf.constant(x.reshape(-1, *data_format.IMAGE_SHAPE))
     labels = tf.constant(y)
     count = len(y)
 
@@ -222,7 +224,7 @@ def epoch_state(history, settings):
 
 
 def new_model(settings, steps_per_epoch=1, build_network=None,
-              num_classes=prepare_data.NUM_CLASSES):
+              num_classes=data_format.NUM_CLASSES):
     """The network (model.py's, with the sizes in `settings`, unless `build_network` takes the
     number of classes and makes another) with `num_classes` outputs, compiled with this
     recipe's optimiser and loss."""
@@ -248,18 +250,29 @@ def run_training(settings, build_network=None):
     if settings.tensorboard and importlib.util.find_spec("tensorboard") is None:
         raise UserError("--tensorboard=True needs the tensorboard package: pip install -r "
                         "requirements.txt")
-    verbose = settings.verbose if settings.verbose >= 0 else 1 if sys.stdout.isatty() else 2
-    # The data and the run's records first, TensorFlow after: a mistake answers at once.
+    out_dir = settings.out_dir
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise UserError(f"--out_dir={out_dir} is a file: choose a folder")
+    os.makedirs(out_dir, exist_ok=True)
     chief, role = devices.worker_role(settings.distribute)
+    # One run per folder: the chief holds it for the whole run (the other workers write
+    # scratch files only), so a second run there is refused before it reads anything.
+    with run_state.claim(out_dir) if chief else contextlib.nullcontext():
+        return train_in_folder(settings, build_network, chief, role)
+
+
+def train_in_folder(settings, build_network, chief, role):
+    """run_training's work, once it holds --out_dir: the data and the run's records first,
+    TensorFlow after, so that a mistake answers at once."""
+    verbose = settings.verbose if settings.verbose >= 0 else 1 if sys.stdout.isatty() else 2
     data = prepare_data.prepare(settings.data, settings.seed, settings.prepared_dir,
                                 verbose=chief)
     settings, rule = resolve(settings, len(data["y_train"]))  # before the settings are recorded
-    num_classes = prepare_data.num_classes_of(data["manifest"])  # the head fits the data
+    num_classes = classes.num_classes_of(data["manifest"])  # the head fits the data
     out_dir = settings.out_dir
-    os.makedirs(out_dir, exist_ok=True)
-    run_info, resume_path, epochs_done, history, best_record = run_state.start_or_resume(
+    run_info, resume_path, epochs_done, history, best = run_state.start_or_resume(
         out_dir, run_state.data_fingerprint(data["manifest"], data["x_train"]),
-        as_record(settings), settings.fresh, RESUMABLE_CHANGES, chief)
+        as_record(settings), settings.fresh, RESUMABLE_CHANGES, chief, settings.set_aside)
     write_dir = out_dir if chief else os.path.join(out_dir, f".scratch-{role.replace(' ', '-')}")
 
     with quiet_native_stderr():  # TensorFlow starts here, with its C++ notices
@@ -281,8 +294,8 @@ def run_training(settings, build_network=None):
         network = (keras.saving.load_model(resume_path) if resume_path
                    else new_model(settings, steps_per_epoch, build_network, num_classes))
     if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
-        devices.mend_keras_for_multiworker(network, strategy, IMAGE_SHAPE, num_classes)
-    keeper = run_state.keep_best(out_dir, run_info, history, best_record, patience_of(settings),
+        devices.mend_keras_for_multiworker(network, strategy, data_format.IMAGE_SHAPE, num_classes)
+    keeper = run_state.keep_best(out_dir, run_info, history, best, patience_of(settings),
                                 write_dir)
     print(f"training on {len(data['y_train'])} images in {num_classes} classes, validating on "
           f"{len(data['y_val'])}; "
@@ -307,16 +320,16 @@ def run_training(settings, build_network=None):
     if not chief:
         shutil.rmtree(write_dir, ignore_errors=True)
         return run_info
-    best_epoch, best = run_state.best_epoch_of(keeper.history)
+    best_epoch, best_row = run_state.best_epoch_of(keeper.history)
     print(f"trained {len(keeper.history) - epochs_done} epochs in {time.time() - started:.0f} s")
-    print(f"best epoch {best_epoch}: val_accuracy {best['val_accuracy']:.4f}")
+    print(f"best epoch {best_epoch}: val_accuracy {best_row['val_accuracy']:.4f}")
     checkpoint = os.path.join(out_dir, "best.keras")
     if keeper.owns_best:
         print(f"saved {checkpoint}; score it with: python evaluate.py --checkpoint={checkpoint}")
     else:
         print(f"{checkpoint} keeps an earlier run's better model (val_accuracy "
-              f"{keeper.best_saved['val_accuracy']:.4f}), with its best.json and history.csv; "
-              f"this run's history is in {keeper.history_path}; --fresh replaces them")
+              f"{keeper.best['val_accuracy']:.4f}), with its best.json and history.csv; "
+              f"this run's history is in {keeper.history_path}")
     return {**run_info, "best_epoch": best_epoch, "history": keeper.history}
 
 

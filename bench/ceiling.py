@@ -30,7 +30,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 _FIXED = ("ROOT",)  # not a setting: where the repo is
 from common import UserError, configure, lazy_import, run, write_text_atomic  # noqa: E402
-import evaluate  # noqa: E402  (loads checkpoints and rebuilds their splits)
+import classes  # noqa: E402
+import data_format  # noqa: E402
+import evaluate  # noqa: E402  (rebuilds checkpoints' splits)
+import inference  # noqa: E402  (loads checkpoints)
 import prepare_data  # noqa: E402
 
 sklearn_metrics = lazy_import("sklearn.metrics")  # loaded on first use: --help answers at once
@@ -74,9 +77,9 @@ def shifted(images, rows, cols):
 
 def shift_averaged(model, x, shift):
     """Class probabilities averaged over each image and its four copies shifted by `shift`."""
-    squares = x.reshape(-1, prepare_data.SIDE, prepare_data.SIDE)
+    squares = x.reshape(-1, data_format.SIDE, data_format.SIDE)
     moves = [(0, 0), (shift, 0), (-shift, 0), (0, shift), (0, -shift)]
-    return np.mean([evaluate.predict_probabilities(model, shifted(squares, r, c))
+    return np.mean([inference.probabilities(model, shifted(squares, r, c))
                     for r, c in moves], axis=0)
 
 
@@ -101,7 +104,7 @@ def load_models(paths, data="", data_seed=0):
             raise UserError(f"--data={data}: file not found (pass the data the runs trained "
                             f"on, or leave --data empty)") from None
     for path in paths:
-        model, record = evaluate.load_checkpoint(path)
+        model, record = inference.load_checkpoint(path)
         if (data_seed and record["data"]["seed"] != data_seed) or \
                 (wanted and record["data"]["source_sha256"] != wanted):
             continue
@@ -128,7 +131,7 @@ def differing_settings(records):
             for r in records]
 
 
-def confusions(y, predicted, among, num_classes=prepare_data.NUM_CLASSES):
+def confusions(y, predicted, among, num_classes=data_format.NUM_CLASSES):
     """A confusion matrix whose off-diagonal cells count only the images in `among` (the
     others count as correct, so that each row still sums to the class's size)."""
     return sklearn_metrics.confusion_matrix(y, np.where(among, predicted, y),
@@ -139,12 +142,12 @@ def report(paths, settings):
     models = load_models(paths, settings.data, settings.data_seed)
     record = models[0][2]
     split, shift = settings.split, settings.shift
-    names = prepare_data.class_names(settings.labels, record["data"])
+    names = classes.class_names(settings.labels, record["data"])
     x, y = evaluate.load_split(record, split, prepared_dir=settings.prepared_dir)
     rows, probabilities, wrong_in_all = [], [], np.ones(len(y), bool)
     for (path, model, _), differing in zip(models, differing_settings([m[2] for m in models])):
-        evaluate.check_compatible(model, len(names))
-        plain = evaluate.predict_probabilities(model, x)
+        inference.check_compatible(model, len(names))
+        plain = inference.probabilities(model, x)
         shifts = shift_averaged(model, x, shift)
         probabilities.append(plain)
         wrong_in_all &= plain.argmax(1) != y

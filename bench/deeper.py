@@ -18,8 +18,8 @@ sys.path.insert(0, ROOT)
 _FIXED = ("ROOT",)  # not a setting: where the repo is
 from common import UserError, configure, lazy_import, run  # noqa: E402
 import augment  # noqa: E402
+import data_format  # noqa: E402
 import model  # noqa: E402
-import prepare_data  # noqa: E402
 import train  # noqa: E402
 from bench.speed import training_flops_per_image  # noqa: E402  (the count speed.py reports)
 
@@ -45,7 +45,7 @@ def parse_widths(text):
 
 
 def deeper_model(num_classes, widths=WIDTHS, dense_units=DENSE_UNITS, dropout=DROPOUT):
-    inputs = keras.Input(shape=train.IMAGE_SHAPE, name="image")
+    inputs = keras.Input(shape=data_format.IMAGE_SHAPE, name="image")
     x = layers.Conv2D(32, 5, strides=2, padding="same", use_bias=False)(inputs)
     for filters, pool in parse_widths(widths):
         x = layers.Activation("relu")(layers.BatchNormalization()(x))
@@ -68,7 +68,7 @@ def main(argv=None):
 
     def network(num_classes):
         return deeper_model(num_classes, settings.widths, settings.dense_units, settings.dropout)
-    ours, deeper = (training_flops_per_image(build(prepare_data.NUM_CLASSES))
+    ours, deeper = (training_flops_per_image(build(data_format.NUM_CLASSES))
                     for build in (model.build_model, network))
     print(f"training FLOPs per image: {deeper / 1e6:.0f} million for this network, "
           f"{ours / 1e6:.0f} million for the classifier ({deeper / ours:.1f}x)", flush=True)

@@ -50,7 +50,8 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from common import UserError, configure, run, write_text_atomic  # noqa: E402
-import prepare_data  # noqa: E402
+import data_format  # noqa: E402
+import data_sources  # noqa: E402
 
 SHARED = os.path.join(ROOT, "..", "shared", "data")
 _FIXED = ("ROOT", "SHARED")  # not settings: where the repo and the shared datasets are
@@ -143,7 +144,7 @@ def harden(x, y, seed):
     """dev36-hard from dev36: see the module docstring."""
     from scipy import ndimage
     rng = np.random.default_rng(seed)
-    side = prepare_data.SIDE
+    side = data_format.SIDE
     grid = np.mgrid[0:side, 0:side].astype(np.float64)
     out = np.zeros_like(x)
     for i, flat in enumerate(x):
@@ -163,7 +164,7 @@ def harden(x, y, seed):
         elif kind == 2 and ink.any():  # broken strokes: three gaps cut where the ink is
             for row, col in np.argwhere(ink)[rng.integers(0, ink.sum(), 3)]:
                 ink[max(row - 3, 0):row + 3, max(col - 3, 0):col + 3] = False
-        out[i] = prepare_data.frame_character(ink.astype(np.float64)).ravel()
+        out[i] = data_sources.frame_character(ink.astype(np.float64)).ravel()
     noisy = rng.random(len(y)) < 0.04
     labels = np.unique(y)
     y = y.copy()
@@ -181,7 +182,7 @@ def dataset_path(name, work_dir):
                             f"or give the path of a .pkl or .npz file")
         return os.path.abspath(name)
     sources = {"letters26": os.path.join(SHARED, "letters26-dev.npz"),
-               "dev36": os.path.join(SHARED, "dev36.npz"), "embedded": prepare_data.EMBEDDED}
+               "dev36": os.path.join(SHARED, "dev36.npz"), "embedded": data_format.EMBEDDED}
     if name in sources:
         return sources[name]
     path = os.path.join(work_dir, "datasets", f"{name}.npz")
@@ -204,7 +205,7 @@ def dataset_path(name, work_dir):
 @functools.lru_cache(maxsize=None)
 def data_id(path):
     """What identifies a dataset in the cache: its file's sha256 (or "embedded")."""
-    if path == prepare_data.EMBEDDED:
+    if path == data_format.EMBEDDED:
         return path
     with open(path, "rb") as f:
         return hashlib.sha256(f.read()).hexdigest()

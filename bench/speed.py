@@ -30,7 +30,8 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from common import configure, lazy_import, pick, run, start_tensorflow  # noqa: E402
-import evaluate  # noqa: E402
+import data_format  # noqa: E402
+import inference  # noqa: E402
 import model as model_config  # noqa: E402
 import prepare_data  # noqa: E402
 import train  # noqa: E402
@@ -67,10 +68,10 @@ def load_data(data, train_images, test_images):
     if os.path.exists(path):
         data = prepare_data.prepare(path, verbose=False)
         return data["x_train"], data["y_train"], data["x_test"], f"real data ({path})"
-    digits = prepare_data.prepare(prepare_data.EMBEDDED, verbose=False)["x_train"]
+    digits = prepare_data.prepare(data_format.EMBEDDED, verbose=False)["x_train"]
     rng = np.random.default_rng(0)
     x = digits[rng.integers(0, len(digits), train_images + test_images)]
-    y = rng.integers(0, prepare_data.NUM_CLASSES, train_images)
+    y = rng.integers(0, data_format.NUM_CLASSES, train_images)
     return x[:train_images], y, x[train_images:], "generated (embedded digits, resampled)"
 
 
@@ -97,7 +98,7 @@ def time_compute_only(recipe, x, y, epochs):
     model = train.new_model(recipe)
     batch_size = recipe.batch_size
     batch = (tf.constant(x[:batch_size].reshape(-1, 56, 56, 1), tf.float32),
-             tf.one_hot(y[:batch_size], prepare_data.NUM_CLASSES))
+             tf.one_hot(y[:batch_size], data_format.NUM_CLASSES))
     steps = len(x) // batch_size
     timer = epoch_timer()
     model.fit(tf.data.Dataset.from_tensors(batch).repeat(), steps_per_epoch=steps,
@@ -111,18 +112,18 @@ def time_plain(recipe, x, y, augment, batch_size, epochs):
     seconds = []
     for epoch in range(epochs):
         started = time.perf_counter()
-        plain_epoch(model, x, keras.utils.to_categorical(y, prepare_data.NUM_CLASSES),
+        plain_epoch(model, x, keras.utils.to_categorical(y, data_format.NUM_CLASSES),
                     batch_size, augment, seed=epoch)
         seconds.append(time.perf_counter() - started)
     return float(np.median(seconds[1:]))
 
 
 def images_per_second(model, x):
-    evaluate.predict_probabilities(model, x[:2048])  # warm up
+    inference.probabilities(model, x[:2048])  # warm up
     best = float("inf")
     for _ in range(3):
         started = time.perf_counter()
-        evaluate.predict_probabilities(model, x)
+        inference.probabilities(model, x)
         best = min(best, time.perf_counter() - started)
     return len(x) / best
 

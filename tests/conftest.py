@@ -92,11 +92,26 @@ def trained_tiny(tmp_path_factory):
 def trained_digits(tmp_path_factory):
     """One epoch on the embedded digits, as a newcomer runs it (no train.pkl): (working dir,
     its test images, their labels)."""
+    import data_format
     import prepare_data
     work = tmp_path_factory.mktemp("digits")
     trained = run_script("train.py", "--epochs=1", "--augment=False", cwd=work)
     assert trained.returncode == 0, trained.stderr[-3000:]
     assert "EMBEDDED DEFAULT" in trained.stdout
-    data = prepare_data.prepare(prepare_data.EMBEDDED, prepared_dir=str(work / "data"),
+    data = prepare_data.prepare(data_format.EMBEDDED, prepared_dir=str(work / "data"),
                                 verbose=False)
     return work, data["x_test"], data["y_test"]
+
+
+def png_header(width, height):
+    """The start of a PNG file of width x height grey pixels: enough for Pillow to open (read
+    its size), not to decode."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data)))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0,
+                                                               0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))

@@ -175,10 +175,11 @@ def test_ceiling_compares_models_of_one_split(tmp_path, trained_tiny):
 
     # the figures are the models' own: recompute them from the checkpoints and the test split
     import evaluate
+    import inference
     from bench import ceiling
-    models = [evaluate.load_checkpoint(os.path.join(run, "best.keras")) for run in runs[:2]]
+    models = [inference.load_checkpoint(os.path.join(run, "best.keras")) for run in runs[:2]]
     x, y = evaluate.load_split(models[0][1], "test", prepared_dir=str(tmp_path / "prepared"))
-    probabilities = [evaluate.predict_probabilities(model, x) for model, _ in models]
+    probabilities = [inference.probabilities(model, x) for model, _ in models]
     for row, (model, _), p in zip(rows, models, probabilities):
         shifted = ceiling.shift_averaged(model, x, 2).argmax(1)
         assert row.endswith(f"| {np.mean(p.argmax(1) == y):.4f} | {np.mean(shifted == y):.4f} |")

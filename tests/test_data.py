@@ -2,10 +2,13 @@
 import json
 import os
 import pickle
+import zipfile
 
 import numpy as np
 import pytest
 
+import data_format
+import data_sources
 import prepare_data
 from conftest import assert_user_error, make_dataset, run_script, write_pickle
 
@@ -83,7 +86,7 @@ def test_bad_contents_give_one_clear_line(tmp_path, case):
                                      lambda x: x.astype(np.float64), lambda x: x.tolist()])
 def test_accepted_pixel_encodings(convert):
     x, y = make_dataset(per_class=2)
-    got_x, got_y = prepare_data.validate(convert(x), y.tolist(), "mem")
+    got_x, got_y = data_sources.validate(convert(x), y.tolist(), "mem")
     assert got_x.dtype == np.uint8 and got_y.dtype == np.int64
     np.testing.assert_array_equal(got_x, x)
     np.testing.assert_array_equal(got_y, y)
@@ -94,9 +97,9 @@ def test_plain_lists_and_protocols_load(tmp_path):
     for protocol in (2, 4, 5):
         path = tmp_path / f"p{protocol}.pkl"
         path.write_bytes(pickle.dumps((x, y), protocol=protocol))
-        got = prepare_data.load_pickle(path.read_bytes(), str(path))
+        got = data_sources.load_pickle(path.read_bytes(), str(path))
         np.testing.assert_array_equal(got[0], x)
-    got = prepare_data.load_pickle(pickle.dumps((x.tolist(), list(y))), "lists")
+    got = data_sources.load_pickle(pickle.dumps((x.tolist(), list(y))), "lists")
     assert len(got[0]) == len(x)
 
 
@@ -148,12 +151,12 @@ def test_cli_prints_class_table(tmp_path, tiny_pickle):
     other = run_script("prepare_data.py", tiny_pickle, "--seed", "5", "--prepared_dir=cache",
                        cwd=tmp_path)
     assert other.returncode == 0, other.stderr
-    assert [path.name.endswith("-seed5.npz") for path in (tmp_path / "cache").glob("*.npz")] == [True]
+    assert ["-seed5-" in path.name for path in (tmp_path / "cache").glob("*.npz")] == [True]
     assert "seed 5: prepared split in cache" in other.stdout
 
 
 def test_embedded_default_is_real_digits_in_the_users_format(tmp_path):
-    data = prepare_data.prepare(prepare_data.EMBEDDED, prepared_dir=str(tmp_path),
+    data = prepare_data.prepare(data_format.EMBEDDED, prepared_dir=str(tmp_path),
                                 verbose=False)
     x = np.concatenate([data["x_train"], data["x_val"], data["x_test"]])
     y = np.concatenate([data["y_train"], data["y_val"], data["y_test"]])
@@ -163,3 +166,74 @@ def test_embedded_default_is_real_digits_in_the_users_format(tmp_path):
     # framed like the users' images: the ink spans the frame's height or width
     extent = np.maximum(images.any(1).sum(1), images.any(2).sum(1))
     assert np.median(extent) >= 50
+
+
+def test_identical_images_are_split_together_and_counted(tmp_path):
+    x, y = make_dataset(per_class=10, seed=3)
+    # every image twice, and 5 images copied once more under another label
+    x = np.concatenate([x, x, x[:5]])
+    y = np.concatenate([y, y, (y[:5] + 1) % 36])
+    path = write_pickle(tmp_path / "copies.pkl", (x, y))
+    data = prepare_data.prepare(path, 3, str(tmp_path / "cache"), verbose=False)
+    train = {row.tobytes() for row in data["x_train"]}
+    for split in ("val", "test"):
+        assert not [row for row in data[f"x_{split}"] if row.tobytes() in train], split
+    assert not {row.tobytes() for row in data["x_val"]} & {row.tobytes() for row in data["x_test"]}
+    assert data["manifest"]["copies"] == {"images": 725, "groups": 360,
+                                          "groups_with_other_labels": 5}
+    printed = prepare_cli(tmp_path, path)
+    assert printed.returncode == 0, printed.stderr
+    assert ("exact copies: 725 images are identical to another, in 360 groups, each kept in "
+            "one split; 5 of the groups hold different labels") in printed.stdout
+    # shares stay close to 60/20/20, counted in images
+    assert abs(len(data["y_test"]) / len(y) - 0.2) < 0.03
+
+
+def test_the_split_of_images_without_copies_is_one_image_at_a_time():
+    rng = np.random.default_rng(5)
+    y = rng.integers(0, 36, 2000)
+    alone = prepare_data.split_indices(y, seed=11)
+    grouped = prepare_data.split_indices(y, seed=11, groups=np.arange(len(y)))
+    for name in prepare_data.SPLITS:
+        np.testing.assert_array_equal(alone[name], grouped[name])
+    groups = np.arange(len(y))
+    groups[1::2] = groups[0::2]  # pairs of copies, under the label of their first image
+    y[1::2] = y[0::2]
+    split = np.zeros(len(y), int)
+    for code, name in enumerate(prepare_data.SPLITS):
+        split[prepare_data.split_indices(y, seed=11, groups=groups)[name]] = code
+    np.testing.assert_array_equal(split[0::2], split[1::2])
+
+
+def test_a_pickle_that_would_unpack_to_gigabytes_is_refused_before_it_is_built(tmp_path):
+    import tracemalloc
+    # 86 KB: one row of 3136 numbers, referred to 20,000 times (numpy would build 500 MB)
+    path = write_pickle(tmp_path / "bomb.pkl", ([[0] * 3136] * 20000, [0] * 20000))
+    assert os.path.getsize(path) < 100_000
+    tracemalloc.start()
+    with pytest.raises(prepare_data.UserError, match="refused to load, its 0.08 MB would "
+                                                      "build arrays of 0.5 GB"):
+        prepare_data.prepare(path, prepared_dir=str(tmp_path / "cache"), verbose=False)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 20 * 2 ** 20  # not the arrays: a few MB of Python objects at most
+    # an honest pickle of plain lists, as large as the bomb would be, is not refused
+    honest = write_pickle(tmp_path / "lists.pkl", (x_ok.tolist(), y_ok.tolist()))
+    assert data_sources.load_pickle(open(honest, "rb").read(), honest)[0] == x_ok.tolist()
+    # an .npz whose header promises more than its file could hold is refused from the header
+    with zipfile.ZipFile(tmp_path / "bomb.npz", "w") as archive:
+        with archive.open("x.npy", "w") as member:
+            np.lib.format.write_array_header_1_0(
+                member, {"descr": "<i8", "fortran_order": False, "shape": (10 ** 6, 3136)})
+        with archive.open("y.npy", "w") as member:
+            np.lib.format.write_array(member, np.zeros(10 ** 6, np.int64))
+    assert_user_error(prepare_cli(tmp_path, tmp_path / "bomb.npz"), "refused to load", "23.4 GB")
+
+
+def test_the_recorded_stroke_width_samples_every_part_of_the_data():
+    thin, thick = np.zeros((56, 56), np.uint8), np.zeros((56, 56), np.uint8)
+    thin[10:40, 20:22], thick[10:40, 20:30] = 1, 1
+    # sorted by class: 2,000 thin images, then 2,000 thick ones
+    images = np.concatenate([np.repeat(thin[None], 2000, 0), np.repeat(thick[None], 2000, 0)])
+    median = prepare_data.stroke_width(images.reshape(len(images), -1), percentile=90)
+    assert median > 5  # the thick half is measured too, not only the first 1,000 images

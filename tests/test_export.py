@@ -10,6 +10,7 @@ import textwrap
 import numpy as np
 
 import evaluate
+import inference
 import prepare_data
 from conftest import assert_user_error, make_dataset, refusal, run_script, run_scripts_together, \
     write_pickle
@@ -49,7 +50,7 @@ def test_exports_reload_without_this_repo_and_agree(trained_tiny, tmp_path):
     labels = (tmp_path / "export" / "labels.txt").read_text().splitlines()
     assert len(labels) == 36 and labels[14] == "14 N" and labels[10] == "10 0"
 
-    model, record = evaluate.load_checkpoint(checkpoint)
+    model, record = inference.load_checkpoint(checkpoint)
     split = prepare_data.prepare(data, record["data"]["seed"], str(tmp_path / "cache"),
                                  verbose=False)
     images = split["x_test"].reshape(-1, 56, 56, 1)
@@ -57,7 +58,7 @@ def test_exports_reload_without_this_repo_and_agree(trained_tiny, tmp_path):
     reloaded = subprocess.run([sys.executable, "-c", RELOAD], cwd=tmp_path, capture_output=True,
                               text=True, env={"PATH": "/usr/bin:/bin"})
     assert reloaded.returncode == 0, reloaded.stderr[-3000:]
-    expected = evaluate.predict_probabilities(model, split["x_test"])
+    expected = inference.probabilities(model, split["x_test"])
     accuracy = np.mean(expected.argmax(1) == split["y_test"])
     for name in ("served", "model"):
         got = np.load(tmp_path / f"{name}.npy")
@@ -96,3 +97,32 @@ def test_export_settings_and_refusals(trained_tiny, tmp_path):
     (tmp_path / "file").write_text("x")
     assert "is a file" in refusal(export.main, f"--checkpoint={work / 'out' / 'best.keras'}",
                                   f"--export_dir={tmp_path / 'file'}")
+
+
+def test_export_scores_the_files_it_wrote_and_leaves_no_stale_ones(trained_tiny, tmp_path,
+                                                                   monkeypatch, capsys):
+    import export
+    work, _, _ = trained_tiny
+    checkpoint = str(work / "out" / "best.keras")
+    common = [checkpoint, f"--export_dir={tmp_path / 'exp'}", f"--prepared_dir={work / 'data'}"]
+    export.main([*common, "--int8=False"])
+    assert (tmp_path / "exp" / "model.tflite").exists()
+    model, record = inference.load_checkpoint(checkpoint)
+    x, y = evaluate.load_split(record, "test", prepared_dir=str(work / "data"))
+    accuracy = np.mean(inference.probabilities(model, x).argmax(1) == y)
+    write_saved_model = export.export_saved_model
+
+    def then_spoil_the_model_in_memory(model, *args):
+        write_saved_model(model, *args)
+        for weight in model.weights:
+            weight.assign(np.zeros(weight.shape, np.float32))
+    monkeypatch.setattr(export, "export_saved_model", then_spoil_the_model_in_memory)
+    capsys.readouterr()
+    export.main([*common, "--tflite=False"])
+    printed = capsys.readouterr().out
+    # the SavedModel's accuracy is that of the file on disk, not of the spoilt model in memory
+    assert re.search(rf"saved_model \(SavedModel\): [\d.]+ MB, test accuracy {accuracy:.4f}",
+                     printed), printed
+    # the TFLite file of the run before is gone, not left beside this run's labels.txt
+    assert "removed the earlier" in printed and "model.tflite" in printed
+    assert sorted(p.name for p in (tmp_path / "exp").iterdir()) == ["labels.txt", "saved_model"]

@@ -5,6 +5,7 @@ import pytest
 
 import framing
 import prepare_data
+from conftest import png_header
 
 
 def blobby_masks(count, seed=0):
@@ -93,3 +94,173 @@ def test_framing_fills_the_frame_and_blank_stays_blank():
     assert not framing.frame(np.full((80, 80), 255, np.uint8)).any()  # white paper: no ink
     exact = (np.random.default_rng(0).random((56, 56)) < 0.2).astype(np.uint8)
     np.testing.assert_array_equal(framing.frame(exact * 255).reshape(56, 56), exact)
+
+
+# ---------------------------------------------------------------------------- big images
+
+def ink_as_before(image):
+    """framing.ink_of as it was before it saved memory on big images (an int32 copy of every
+    channel): the reference that the leaner one must equal, value for value."""
+    tf = framing.tf
+    image = tf.cast(image, tf.int32)
+    channels = tf.shape(image)[2]
+    gray_channels = tf.cond(channels >= 3, lambda: image[..., :3],
+                            lambda: tf.repeat(image[..., :1], 3, axis=2))
+    gray = (gray_channels[..., 0] * 19595 + gray_channels[..., 1] * 38470
+            + gray_channels[..., 2] * 7471 + 32768) // 65536
+    alpha = tf.cond(channels % 2 == 0, lambda: image[..., -1],
+                    lambda: tf.fill(tf.shape(gray), 255))
+    see_through = tf.logical_and(tf.reduce_min(alpha) < 128, tf.reduce_max(alpha) >= 128)
+
+    def from_gray():
+        low, high = tf.reduce_min(gray), tf.reduce_max(gray)
+        light = framing.median(gray) > tf.cast(low + high, tf.float32) / 2
+        levels = tf.cast(tf.where(light, 255 - gray, gray), tf.float32)
+        background = framing.median(tf.cast(levels, tf.int32))
+        return tf.clip_by_value((levels - background)
+                                / tf.maximum(tf.reduce_max(levels) - background, 1.0), 0.0, 1.0)
+
+    return tf.cond(see_through, lambda: tf.cast(alpha, tf.float32) / 255, from_gray)
+
+
+def frame_as_before(image, min_stroke, speck_share):
+    """framing.frame_graph as it was before big images were shrunk: specks, widening and
+    scaling on the whole image (framing.py's other steps, which did not change)."""
+    tf = framing.tf
+    ink = ink_as_before(image)
+    if ink.shape == (56, 56) and len(np.unique(ink)) <= 2:
+        bright = ink > (tf.reduce_min(ink) + tf.reduce_max(ink)) / 2
+        return tf.cast(tf.logical_not(bright) if np.mean(bright) > 0.5 else bright, tf.uint8)
+    mask = framing.without_specks(ink > 0.5, speck_share)
+    if not np.any(mask):
+        return np.zeros((56, 56), np.uint8)
+    top, bottom, left, right = framing.bounds(mask)
+    scale = 55 / tf.cast(tf.maximum(bottom - top, right - left), tf.float32)
+    grow = tf.cast(tf.math.ceil((min_stroke / scale - framing.stroke_width(mask)) / 2), tf.int32)
+    return framing.fit_to_frame(framing.grown(tf.cast(mask, tf.float32), grow))
+
+
+def varied_images(count, seed=0):
+    """Images up to MASK_SIDE a side of every kind framing.py meets: 1 to 4 channels, dark on
+    light and light on dark, see-through, noisy, thick and thin strokes, specks, and 56x56
+    images of two values."""
+    rng = np.random.default_rng(seed)
+    for i in range(count):
+        height, width = rng.integers(20, framing.MASK_SIDE + 1, 2)
+        if i % 8 == 1:
+            height = framing.MASK_SIDE  # the largest size left as it is
+        rows, cols = np.mgrid[:height, :width]
+        mask = np.zeros((height, width), bool)
+        for _ in range(rng.integers(1, 4)):  # strokes: segments 0 to 8 pixels from a line
+            (y0, y1), (x0, x1) = rng.integers(0, height, 2), rng.integers(0, width, 2)
+            along = np.clip(((rows - y0) * (y1 - y0) + (cols - x0) * (x1 - x0))
+                            / max((y1 - y0) ** 2 + (x1 - x0) ** 2, 1), 0, 1)
+            mask |= np.hypot(rows - y0 - along * (y1 - y0),
+                             cols - x0 - along * (x1 - x0)) <= rng.uniform(0, 8)
+        mask |= rng.random((height, width)) < rng.choice([0, 0.0005, 0.003])  # specks
+        if i % 8 == 0:
+            mask = rng.random((56, 56)) < 0.2  # the training format itself
+        ink, paper = rng.integers(0, 80), rng.integers(150, 256)
+        if i % 2:
+            ink, paper = paper, ink
+        gray = np.clip(np.where(mask, ink, paper) + rng.normal(0, rng.choice([0, 5, 20]),
+                                                             mask.shape), 0, 255).astype(np.uint8)
+        channels = 1 + i % 4
+        if channels == 1:
+            yield gray[..., None]
+        elif channels == 2:
+            yield np.stack([gray, np.full_like(gray, 255)], axis=2)
+        elif channels == 3:
+            yield np.stack([gray, gray // 2 + 40, 255 - gray], axis=2)
+        else:  # a canvas export: the strokes in the alpha, or an opaque colour image
+            alpha = np.where(mask, 255, rng.integers(0, 40)).astype(np.uint8)
+            yield np.dstack([gray, gray, gray, alpha if i % 3 else np.full_like(gray, 255)])
+
+
+def test_images_within_mask_side_frame_exactly_as_before():
+    for i, image in enumerate(varied_images(40)):
+        for min_stroke, speck_share in ((3.0, 0.01), (7.5, 0.0), (1.0, 0.2)):
+            np.testing.assert_array_equal(
+                framing.frame(image, min_stroke, speck_share).reshape(56, 56),
+                np.asarray(frame_as_before(image, min_stroke, speck_share)),
+                err_msg=f"image {i}, {image.shape}, {min_stroke}, {speck_share}")
+        np.testing.assert_array_equal(framing.ink_of(image).numpy(),
+                                      ink_as_before(image).numpy(), err_msg=f"image {i}")
+
+
+def any_ink_shrunk(mask, side):
+    """numpy's shrink of a mask to at most `side` a side: any ink in a square makes ink."""
+    factor = -(-max(mask.shape) // side)
+    padded = np.zeros((-(-mask.shape[0] // factor) * factor, -(-mask.shape[1] // factor) * factor),
+                      bool)
+    padded[:mask.shape[0], :mask.shape[1]] = mask
+    return padded.reshape(len(padded) // factor, factor, -1, factor).any(axis=(1, 3))
+
+
+def test_a_big_image_is_framed_from_its_ink_shrunk_to_mask_side():
+    """A 40-megapixel page with a 1-pixel pen line (an upload at the page's limit) is framed
+    as its ink shrunk to MASK_SIDE (any ink in a square makes ink): the line stays whole, and
+    the costly steps work on 445 x 278 pixels, not 8000 x 5000."""
+    from PIL import Image, ImageDraw
+    page = Image.new("L", (8000, 5000), 255)
+    ImageDraw.Draw(page).line([(1500, 700), (3000, 4300), (4000, 1500), (5000, 4300),
+                               (6500, 700)], fill=0)  # a W, 1 pixel wide
+    page.putpixel((7000, 4500), 0)  # and a speck
+    pixels = np.asarray(page)
+    small = any_ink_shrunk(pixels < 128, framing.MASK_SIDE)
+    assert small.shape == (278, 445)
+    framed = framing.frame(pixels).reshape(56, 56)
+    np.testing.assert_array_equal(framed, framing.frame(np.where(small, 0, 255).astype(
+        np.uint8)).reshape(56, 56))
+    rows, cols = np.flatnonzero(framed.any(1)), np.flatnonzero(framed.any(0))
+    assert cols[-1] - cols[0] + 1 == 55 and rows[-1] - rows[0] + 1 >= 30  # the whole W
+    assert framed.sum(axis=1).max() >= 2 * framing.MIN_STROKE  # its strokes widened
+
+
+def test_colour_images_are_framed_from_pillows_grey():
+    """pixels_of gives Pillow's grey (and alpha) of a colour image, in a third of the memory:
+    framed exactly as ink_of frames the colours themselves."""
+    from PIL import Image
+    rng = np.random.default_rng(4)
+    rows, cols = np.mgrid[:90, :120]
+    ring = np.abs(np.hypot(rows - 45, cols - 60) - 30) < 4
+    colours = np.where(ring[..., None], (200, 40, 90), (240, 230, 160)).astype(np.uint8)
+    colours = np.clip(colours + rng.normal(0, 12, colours.shape), 0, 255).astype(np.uint8)
+    rgb = Image.fromarray(colours)
+    see_through = Image.fromarray(np.dstack([colours, np.where(ring, 255, 30).astype(np.uint8)]))
+    palette = rgb.quantize(8)
+    clear = palette.copy()
+    clear.info["transparency"] = int(np.asarray(palette)[0, 0])
+    for image, as_colour in ((rgb, "RGB"), (see_through, "RGBA"), (rgb.convert("CMYK"), "RGB"),
+                             (palette, "RGB"), (clear, "RGBA"), (rgb.convert("YCbCr"), "RGB")):
+        pixels = framing.pixels_of(image)
+        assert pixels.shape[2] == (2 if as_colour == "RGBA" else 1), image.mode
+        np.testing.assert_array_equal(framing.frame(pixels),
+                                      framing.frame(np.asarray(image.convert(as_colour))),
+                                      err_msg=image.mode)
+
+
+def test_only_the_named_formats_are_decoded(monkeypatch):
+    """PNG, JPEG, BMP, GIF, TIFF and WebP are read; any other format Pillow knows is refused
+    unopened (EPS would be handed to Ghostscript); a decompression bomb is told apart."""
+    import io
+    from PIL import EpsImagePlugin, Image
+    from common import UserError
+    for kind in ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP"):
+        buffer = io.BytesIO()
+        Image.new("L", (40, 30), 200).save(buffer, kind)
+        assert framing.decoded(buffer.getvalue(), kind).shape[:2] == (30, 40)
+    opened = []
+    monkeypatch.setattr(EpsImagePlugin.EpsImageFile, "_open",
+                        lambda self: opened.append(self) or pytest.fail("EPS opened"))
+    buffer = io.BytesIO()
+    Image.new("L", (40, 30)).save(buffer, "EPS")
+    for raw in (buffer.getvalue(), b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 9 9\n"):
+        with pytest.raises(UserError, match="x.eps is not a readable image .*PNG, JPEG"):
+            framing.decoded(raw, "x.eps")
+    assert opened == []
+    with pytest.raises(UserError, match=r"^x.png has too many pixels: over the limit of "
+                                        r"178,956,970; send a smaller image$"):
+        framing.decoded(png_header(20000, 20000), "x.png")  # 400 megapixels in 57 bytes
+    with pytest.raises(UserError, match="too many pixels: over the limit of 40,000,000"):
+        framing.decoded(png_header(20000, 20000), "x.png", max_pixels=40_000_000)

@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+import zipfile
 
 import keras
 import numpy as np
@@ -21,8 +22,8 @@ import prepare_data
 import run_state
 import train
 from common import UserError, as_record, atomic_path
-from conftest import ROOT, assert_user_error, make_dataset, run_script, run_scripts_together, \
-    write_pickle
+from conftest import ROOT, assert_user_error, make_dataset, refusal, run_script, \
+    run_scripts_together, write_pickle
 
 
 def history_rows(out_dir):
@@ -55,6 +56,7 @@ def test_killed_run_resumes_exactly_like_an_uninterrupted_one(tmp_path, schedule
     time.sleep(0.1)  # into the next epoch, or into the writes that end this one
     victim.send_signal(signal.SIGKILL)
     victim.wait()
+    assert (tmp_path / "out" / ".lock").exists()  # left by the kill, but its lock died with it
     points = os.listdir(tmp_path / "out" / "resume")
     saved = max(int(name[6:10]) for name in points if name.startswith("epoch-")
                 and name.endswith(".keras"))  # a half-written point has a temporary name
@@ -77,14 +79,152 @@ def test_killed_run_resumes_exactly_like_an_uninterrupted_one(tmp_path, schedule
         np.testing.assert_array_equal(a, b)
     assert history_rows(tmp_path / "out") == 5
     assert not (tmp_path / "out" / "resume").exists()
-    assert not [name for name in os.listdir(tmp_path / "out") if ".tmp" in name]
+    assert sorted(os.listdir(tmp_path / "out")) == ["best.json", "best.keras", "history.csv"]
     if schedule == "cosine":
         return  # --fresh is the same for both schedules: shown once
 
-    fresh = run_script("train.py", f"--data={data}", "--epochs=1", "--fresh=True", cwd=tmp_path)
+    # --fresh starts over, and a worse epoch never replaces the better model of the same data
+    kept = {name: (tmp_path / "out" / name).read_bytes()
+            for name in ("best.keras", "best.json", "history.csv")}
+    fresh = run_script("train.py", f"--data={data}", "--epochs=1", "--fresh=True",
+                       "--learning_rate=0", cwd=tmp_path)
     assert fresh.returncode == 0, fresh.stderr[-3000:]
     assert "resuming" not in fresh.stdout
-    assert history_rows(tmp_path / "out") == 1
+    assert "out/best.keras (val_accuracy" in fresh.stdout and "replaced only if this run beats it" \
+        in fresh.stdout
+    for name, content in kept.items():
+        assert (tmp_path / "out" / name).read_bytes() == content, name
+    own = glob.glob(str(tmp_path / "out" / "history-*.csv"))
+    assert len(own) == 1 and sum(1 for _ in open(own[0])) == 2  # its one epoch, beside
+
+
+class Killed(BaseException):
+    """Stands for a kill: not an Exception, so nothing on its way out catches it."""
+
+
+def killed_after(count, folder, monkeypatch):
+    """Makes the `count`-th file operation (an atomic write's rename, or a removal) in
+    `folder` the last thing the process does: it happens, then Killed is raised."""
+    done = []
+
+    def deadly(operation):
+        def wrapper(*args, **kwargs):
+            result = operation(*args, **kwargs)
+            if str(args[-1]).startswith(str(folder)) and not str(args[-1]).endswith(".lock"):
+                done.append(args[-1])
+                if len(done) == count:
+                    raise Killed(args[-1])
+            return result
+        return wrapper
+    monkeypatch.setattr(os, "replace", deadly(os.replace))
+    monkeypatch.setattr(os, "remove", deadly(os.remove))
+    return done
+
+
+def test_killed_at_every_write_a_run_resumes_to_the_uninterrupted_history(tmp_path,
+                                                                          monkeypatch):
+    """A kill between any two of the epoch-end writes (the best model, its record, the
+    histories, the resume point, the removal of the one before): the same command resumes
+    and ends with exactly the history of a run that was never stopped."""
+    data = write_pickle(tmp_path / "train.pkl", make_dataset(per_class=6))
+    args = [data, "--epochs=2", "--batch_size=16", "--lr_schedule=plateau", "--patience=10",
+            "--lr_drop_patience=1", "--dense_units=32", "--verbose=0",
+            f"--prepared_dir={tmp_path / 'cache'}"]
+    train.main([*args, f"--out_dir={tmp_path / 'whole'}"])
+    whole = json.loads((tmp_path / "whole" / "best.json").read_text())
+    operations = killed_after(0, tmp_path / "count", monkeypatch)  # count them, kill none
+    train.main([*args, f"--out_dir={tmp_path / 'count'}"])
+    monkeypatch.undo()
+    assert len(operations) >= 8, operations  # run.json, then 4 or more an epoch
+    for moment in range(1, len(operations) + 1):
+        out_dir = tmp_path / f"killed-{moment}"
+        killed_after(moment, out_dir, monkeypatch)
+        with pytest.raises(Killed):
+            train.main([*args, f"--out_dir={out_dir}"])
+        monkeypatch.undo()
+        train.main([*args, f"--out_dir={out_dir}"])  # the same command again
+        record = json.loads((out_dir / "best.json").read_text())
+        assert record["history"] == whole["history"], moment
+        assert record["best_epoch"] == whole["best_epoch"], moment
+        with open(out_dir / "history.csv") as f:
+            assert sum(1 for _ in f) == 3, moment
+        assert sorted(os.listdir(out_dir)) == ["best.json", "best.keras", "history.csv"], moment
+
+
+def test_a_second_run_in_a_busy_folder_is_refused_and_the_first_runs_as_if_alone(tmp_path):
+    data = write_pickle(tmp_path / "train.pkl", make_dataset(per_class=20))
+    args = [sys.executable, os.path.join(ROOT, "train.py"), f"--data={data}", "--epochs=3",
+            "--batch_size=16", "--verbose=2"]
+    first = subprocess.Popen([*args, "--out_dir=out"], cwd=tmp_path, text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    alone = subprocess.Popen([*args, "--out_dir=alone"], cwd=tmp_path, text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 300
+    while not (tmp_path / "out" / "resume" / "run.json").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    second = run_script("train.py", f"--data={data}", "--epochs=1", "--fresh=True", cwd=tmp_path)
+    assert_user_error(second, "out is in use by another training run", f"pid {first.pid}")
+    for process in (first, alone):
+        out, err = process.communicate(timeout=600)
+        assert process.returncode == 0, err[-3000:]
+    ran, expected = (json.loads((tmp_path / name / "best.json").read_text())
+                     for name in ("out", "alone"))
+    assert ran["history"] == expected["history"] and len(ran["history"]) == 3
+    assert not (tmp_path / "out" / ".lock").exists()  # free again: a run there starts
+    again = run_script("train.py", f"--data={data}", "--epochs=1", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+
+
+def test_the_folder_lock_is_exclusive_and_released(tmp_path):
+    with run_state.claim(str(tmp_path)):
+        holder = (tmp_path / ".lock").read_text()
+        assert f"pid {os.getpid()}" in holder
+        with pytest.raises(UserError, match=f"in use by another training run \\(pid {os.getpid()}"):
+            with run_state.claim(str(tmp_path)):
+                pass
+    assert not (tmp_path / ".lock").exists()
+    (tmp_path / ".lock").write_text("pid 1: a run killed long ago")  # its lock died with it
+    with run_state.claim(str(tmp_path)):
+        assert f"pid {os.getpid()}" in (tmp_path / ".lock").read_text()
+
+
+def test_a_best_model_of_other_data_is_set_aside_never_deleted(trained_tiny, tmp_path):
+    work, _, _ = trained_tiny
+    shutil.copytree(work / "out", tmp_path / "out")
+    earlier = json.loads((tmp_path / "out" / "best.json").read_text())
+    kept = {name: (tmp_path / "out" / name).read_bytes()
+            for name in ("best.keras", "best.json", "history.csv")}
+    other = write_pickle(tmp_path / "other.pkl", make_dataset(seed=1))
+    refused = run_script("train.py", f"--data={other}", "--epochs=1", "--fresh=True",
+                         cwd=tmp_path)
+    assert_user_error(refused, "other data", "--set_aside=True")
+    moved = run_script("train.py", f"--data={other}", "--epochs=1", "--set_aside=True",
+                       cwd=tmp_path)
+    assert moved.returncode == 0, moved.stderr[-3000:]
+    aside = tmp_path / "out" / "earlier" / earlier["run_id"]
+    assert f"aside into out/earlier/{earlier['run_id']}" in moved.stdout
+    for name, content in kept.items():
+        assert (aside / name).read_bytes() == content, name
+    record = json.loads((tmp_path / "out" / "best.json").read_text())
+    assert record["data"]["source"] == other and record["run_id"] != earlier["run_id"]
+
+
+def test_records_cut_short_by_a_kill_are_rewritten_from_the_model(tmp_path, capsys):
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(optimizer="adam", loss="mse")
+    run_info = {"run_id": "r", "data": {"source_sha256": "s", "seed": 1, "split_sha256": "t"}}
+    keeper = run_state.keep_best(str(tmp_path), run_info, [], None, None)
+    keeper.set_model(model)
+    keeper.on_epoch_end(0, {"val_accuracy": 0.5, "val_loss": 1.0, "loss": 1.0})
+    stale = (tmp_path / "best.json").read_text()
+    keeper.on_epoch_end(1, {"val_accuracy": 0.7, "val_loss": 1.0, "loss": 1.0})
+    (tmp_path / "best.json").write_text(stale)  # as if killed between best.keras and best.json
+    best = run_state.best_record(str(tmp_path))  # the record inside the model: epoch 2
+    assert best["best_epoch"] == 2 and best["val_accuracy"] == 0.7
+    run_state.start_or_resume(str(tmp_path), run_info["data"], {}, True, set())
+    assert "rewrote it and history.csv" in capsys.readouterr().err
+    record = json.loads((tmp_path / "best.json").read_text())
+    assert record["best_epoch"] == 2 and len(record["history"]) == 2
 
 
 def recipe(train_images=20000, **overrides):
@@ -102,8 +242,16 @@ def unfinished_run(tmp_path, tiny_pickle):
     resume.mkdir(parents=True)
     (resume / "run.json").write_text(json.dumps(
         {"run_id": "r1", "settings": as_record(recipe()), "data": fingerprint}))
-    (resume / "epoch-0002.keras").write_text("a resume point")
+    write_resume_point(resume / "epoch-0002.keras", "r1", 2)
     return str(tmp_path / "out"), fingerprint
+
+
+def write_resume_point(path, run_id, epochs):
+    """A stand-in resume point: a zip holding the note that train.py writes into its own."""
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr(run_state.RESUME_NOTE, json.dumps(
+            {"run_id": run_id, "history": [{"epoch": e + 1, "val_accuracy": 0.5}
+                                           for e in range(epochs)]}))
 
 
 def test_resume_with_other_settings_is_refused(unfinished_run):
@@ -112,12 +260,28 @@ def test_resume_with_other_settings_is_refused(unfinished_run):
     def start(fresh=False, **overrides):
         return run_state.start_or_resume(out_dir, fingerprint, as_record(recipe(**overrides)),
                                          fresh, train.RESUMABLE_CHANGES)
-    run_info, resume_path, epochs_done, _, _ = start(verbose=0)  # changes nothing computed
+    run_info, resume_path, epochs_done, history, _ = start(verbose=0)  # changes nothing computed
     assert run_info["run_id"] == "r1" and epochs_done == 2 and resume_path.endswith("0002.keras")
+    assert [row["epoch"] for row in history] == [1, 2]  # from the resume point itself
     with pytest.raises(UserError, match=r"--learning_rate=0.002.*--rotate=12.*--fresh=True"):
         start(learning_rate=0.01, rotate=30)
     # the way out: start over with the new settings
     assert start(fresh=True, learning_rate=0.01, rotate=30)[2] == 0
+
+
+def test_a_resume_whose_records_disagree_is_refused(unfinished_run):
+    out_dir, fingerprint = unfinished_run
+    point = os.path.join(out_dir, "resume", "epoch-0002.keras")
+    for run_id, epochs in (("another run", 2), ("r1", 1)):  # not this run's, or one epoch short
+        write_resume_point(point, run_id, epochs)
+        with pytest.raises(UserError, match="cannot resume exactly: start over with --fresh"):
+            run_state.start_or_resume(out_dir, fingerprint, as_record(recipe()), False,
+                                      train.RESUMABLE_CHANGES)
+    with open(point, "w") as f:
+        f.write("not a zip: a point from before resume points held their history")
+    with pytest.raises(UserError, match="cannot resume exactly"):
+        run_state.start_or_resume(out_dir, fingerprint, as_record(recipe()), False,
+                                  train.RESUMABLE_CHANGES)
 
 
 def test_atomic_path_keeps_the_old_file_when_a_write_fails(tmp_path):
@@ -298,15 +462,22 @@ def test_learning_rate_drops_on_a_plateau_and_cosine_decays():
         assert abs(float(model.optimizer.learning_rate) - expected) < 1e-6, step
 
 
-def test_nan_loss_stops_with_a_clear_error_and_keeps_the_good_model(trained_tiny, tmp_path):
+def test_nan_loss_stops_with_a_clear_error_and_keeps_the_good_model(trained_tiny, tmp_path,
+                                                                    monkeypatch):
     work, data, _ = trained_tiny
     shutil.copytree(work / "out", tmp_path / "out")
     good = (tmp_path / "out" / "best.keras").read_bytes()
-    # --fresh=True: the run may replace best.keras with anything it finds better, so only
-    # the guard stands between a diverged model and the file
-    result = run_script("train.py", f"--data={data}", "--learning_rate=inf", "--fresh=True",
-                        "--epochs=2", cwd=tmp_path)
-    assert_user_error(result, "diverged", "--learning_rate")
+    build = train.new_model
+
+    def diverged(*args, **kwargs):  # a network whose weights have blown up
+        network = build(*args, **kwargs)
+        network.layers[-1].bias.assign(np.full(network.layers[-1].bias.shape, np.nan))
+        return network
+    monkeypatch.setattr(train, "new_model", diverged)
+    monkeypatch.chdir(tmp_path)
+    # the run stops at the first batch whose loss is not finite, saying what to do
+    message = refusal(train.main, data, "--fresh=True", "--epochs=2", "--verbose=0")
+    assert "diverged" in message and "--learning_rate" in message
     assert (tmp_path / "out" / "best.keras").read_bytes() == good
 
 

@@ -10,28 +10,31 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import classes
+import inference
+import data_format
 import prepare_data
 from conftest import assert_user_error, run_script
 
 
 def test_class_names_from_files_and_fallbacks(tmp_path):
     pickle = {"source": "/some/train.pkl"}  # a record of the users' data, as older ones read
-    real = prepare_data.class_names("auto", pickle)
+    real = classes.class_names("auto", pickle)
     assert real[14] == "14:N" and real[30] == "30:N" and real[10] == "10:0" and real[2] == "2:O"
     assert len(real) == 36
-    digits = prepare_data.class_names("auto", {"source": prepare_data.EMBEDDED, "num_classes": 10})
+    digits = classes.class_names("auto", {"source": data_format.EMBEDDED, "num_classes": 10})
     assert digits[:3] == ["0:0", "1:1", "2:2"] and len(digits) == 10
     folder = {"source": "/my/images", "num_classes": 3, "class_names": ["cat", "dog", "owl"]}
-    assert prepare_data.class_names("auto", folder) == ["0:cat", "1:dog", "2:owl"]
-    assert prepare_data.class_names("none", pickle)[35] == "35"
-    assert prepare_data.class_names("none", folder) == ["0", "1", "2"]
+    assert classes.class_names("auto", folder) == ["0:cat", "1:dog", "2:owl"]
+    assert classes.class_names("none", pickle)[35] == "35"
+    assert classes.class_names("none", folder) == ["0", "1", "2"]
     mapping = tmp_path / "names.txt"
     mapping.write_text("# partial mapping\n0 a\n5 b b\n")
-    names = prepare_data.class_names(str(mapping), pickle)
+    names = classes.class_names(str(mapping), pickle)
     assert names[0] == "0:a" and names[5] == "5:b b" and names[1] == "1"
     mapping.write_text("zero a\n")
     with pytest.raises(prepare_data.UserError):
-        prepare_data.class_names(str(mapping), pickle)
+        classes.class_names(str(mapping), pickle)
 
 
 def test_evaluate_reports_and_plots(trained_tiny):
@@ -75,13 +78,12 @@ def test_evaluate_rejects_a_bad_split(trained_tiny):
 
 
 def test_predict_reads_back_pngs_with_evaluates_labels(trained_tiny, tmp_path):
-    import evaluate
     work, data, _ = trained_tiny
-    model, record = evaluate.load_checkpoint(str(work / "out" / "best.keras"))
+    model, record = inference.load_checkpoint(str(work / "out" / "best.keras"))
     split = prepare_data.prepare(data, record["data"]["seed"], str(tmp_path / "cache"),
                                  verbose=False)
     x = split["x_test"][:12]
-    expected = evaluate.predict_probabilities(model, x).argmax(1)
+    expected = inference.probabilities(model, x).argmax(1)
     paths = []
     for i, image in enumerate(x):
         paths.append(str(tmp_path / f"img{i}.png"))

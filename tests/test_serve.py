@@ -1,18 +1,25 @@
-"""serve.py: the draw-and-classify page in a real browser (headless Chromium), and clear
-answers to bad input over HTTP."""
+"""serve.py: the draw-and-classify page in a real browser (headless Chromium), clear answers
+to bad input over HTTP, and the page kept answering drawings under a stream of hostile
+requests."""
 import io
+import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
 
 import numpy as np
 import pytest
 from PIL import Image
 
 import serve
-from conftest import ROOT, assert_user_error, refusal, run_script
+from conftest import ROOT, assert_user_error, png_header, refusal, run_script
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
@@ -83,6 +90,107 @@ def test_settings_of_serve(trained_digits):
     assert post(app, b"\0" * 2000).status_code == 413
 
 
+def drawing_bytes():
+    """What the page sends: its 280x280 canvas as a PNG, black strokes on a transparent
+    background (here a "1", as wide as the page's pen)."""
+    canvas = np.zeros((280, 280, 4), np.uint8)
+    canvas[40:240, 133:147, 3] = 255
+    return png_bytes(canvas, "RGBA")
+
+
+def test_requests_from_other_sites_are_refused(client):
+    """Any page the user visits can send requests to 127.0.0.1: those its browser marks as
+    from another site, or whose Origin is not the page's, are refused with one line."""
+    drawing = drawing_bytes()
+    for headers in ({"Origin": "http://evil.example"}, {"Origin": "null"},
+                    {"Origin": "http://localhost:9999"}, {"Origin": "http://["},
+                    {"Sec-Fetch-Site": "cross-site"},
+                    {"Sec-Fetch-Site": "same-site", "Origin": "http://localhost"}):
+        reply = client.post("/predict", data={"image": (io.BytesIO(drawing), "a.png")},
+                            headers=headers, content_type="multipart/form-data")
+        assert reply.status_code == 403, headers
+        assert "another site" in reply.json["error"] and "\n" not in reply.json["error"]
+        assert client.get("/", headers=headers).status_code == 403, headers
+    # a site whose name its owner made lead to 127.0.0.1 (DNS rebinding): same-origin to itself
+    rebound = client.post("/predict", data={"image": (io.BytesIO(drawing), "a.png")},
+                          base_url="http://evil.example:8000", content_type="multipart/form-data",
+                          headers={"Origin": "http://evil.example:8000",
+                                   "Sec-Fetch-Site": "same-origin"})
+    assert rebound.status_code == 403 and "Host: evil.example:8000" in rebound.json["error"]
+    # the page itself, as browsers send it, and a tool that sends neither header (curl)
+    mine = {"Origin": "http://localhost", "Sec-Fetch-Site": "same-origin"}
+    for headers in (mine, {}):
+        reply = client.post("/predict", data={"image": (io.BytesIO(drawing), "a.png")},
+                            headers=headers, content_type="multipart/form-data")
+        assert reply.status_code == 200 and reply.json["top"], headers
+    assert client.get("/", headers={"Sec-Fetch-Site": "none"}).status_code == 200  # typed in
+    assert client.get("/", base_url="http://[::1]:8000").status_code == 200
+
+
+def test_a_few_images_are_framed_at_once_the_rest_answered_busy(trained_digits, monkeypatch):
+    """Images over --large_pixels are framed one at a time, the others --small_slots at a time,
+    each kind apart: one more is answered 503 "busy" at once, and a large one being framed
+    never holds up a drawing."""
+    work, x, _ = trained_digits
+    app = serve.create_app(str(work / "out" / "best.keras"), large_pixels=20_000, small_slots=1)
+    large = png_bytes(np.kron(255 * x[0].reshape(56, 56), np.ones((4, 4), np.uint8)))  # 224 x 224
+    small = png_bytes((255 * x[1]).reshape(56, 56).astype(np.uint8))
+    drawing = drawing_bytes()  # 280 x 280: 78,400 pixels, over 20,000
+    entered = {large: threading.Event(), small: threading.Event()}
+    release = threading.Event()
+    read_image = serve.read_image
+
+    def held(raw, *args):  # the framing of `large` and `small` waits for `release`
+        if raw in entered:
+            entered[raw].set()
+            assert release.wait(60)
+        return read_image(raw, *args)
+    monkeypatch.setattr(serve, "read_image", held)
+    replies = {}
+
+    def send_held(data):
+        replies[data] = post(app.test_client(), data)
+    senders = [threading.Thread(target=send_held, args=(data,)) for data in (large, small)]
+    try:
+        senders[0].start()
+        assert entered[large].wait(60)  # a large image is being framed:
+        busy = post(app.test_client(), drawing)  # another is answered at once,
+        assert busy.status_code == 503 and busy.json["error"].startswith("busy: ")
+        assert "20,000 pixels" in busy.json["error"]
+        other = png_bytes((255 * x[3]).reshape(56, 56).astype(np.uint8))
+        assert post(app.test_client(), other).status_code == 200  # a small one is not held up
+        senders[1].start()
+        assert entered[small].wait(60)  # now the one small slot is taken too:
+        busy = post(app.test_client(), png_bytes((255 * x[2]).reshape(56, 56).astype(np.uint8)))
+        assert busy.status_code == 503 and busy.json["error"].startswith("busy: ")
+    finally:
+        release.set()
+        for sender in senders:
+            if sender.ident:  # (started)
+                sender.join(60)
+    assert replies[large].status_code == replies[small].status_code == 200
+    assert post(app.test_client(), drawing).status_code == 200  # the slots were given back
+
+
+def test_a_host_on_the_network_is_warned_about(trained_digits, monkeypatch, capsys):
+    import werkzeug.serving
+
+    class Server:  # stands for the development server: serve_forever returns at once
+        port = 8000
+
+        def serve_forever(self):
+            pass
+    monkeypatch.setattr(werkzeug.serving, "make_server", lambda *args, **kwargs: Server())
+    checkpoint = str(trained_digits[0] / "out" / "best.keras")
+    serve.main([checkpoint, "--host=0.0.0.0"])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("warning: --host=0.0.0.0 "), lines
+    assert "development server" in lines[0] and "one person" in lines[0]
+    for host in serve.LOOPBACK:
+        serve.main([checkpoint, f"--host={host}"])
+        assert capsys.readouterr().err == "", host
+
+
 def test_refused_at_start_with_one_line(tmp_path):
     assert_user_error(run_script("serve.py", "--checkpoint=missing.keras", cwd=tmp_path),
                       "not found")
@@ -95,22 +203,33 @@ def test_refused_at_start_with_one_line(tmp_path):
 
 
 @pytest.fixture
-def server(trained_digits, tmp_path_factory):
-    """serve.py started as a user starts it, on a free port; yields its address."""
+def served(trained_digits, tmp_path_factory):
+    """serve.py started as a user starts it, on a free port; yields (its address, its
+    process). Its log (a line a request) goes to a file outside its folder: a pipe nobody
+    reads would stop it once full."""
     work, _, _ = trained_digits
     folder = tmp_path_factory.mktemp("served")
-    process = subprocess.Popen(
-        [sys.executable, os.path.join(ROOT, "serve.py"), str(work / "out" / "best.keras"),
-         "--host=127.0.0.1", "--port", "0", "--top=2"], cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log = tmp_path_factory.mktemp("served-log") / "stderr.txt"
+    with open(log, "w") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, os.path.join(ROOT, "serve.py"), str(work / "out" / "best.keras"),
+             "--host=127.0.0.1", "--port", "0", "--top=2"], cwd=folder, stdout=subprocess.PIPE,
+            stderr=stderr, text=True)
     line = process.stdout.readline()
     address = re.search(r"http://\S+", line)
     if not address:
         process.kill()
-        pytest.fail(f"serve.py did not start: {line}{process.stderr.read()[-2000:]}")
-    yield address.group(0)
+        pytest.fail(f"serve.py did not start: {line}{log.read_text()[-2000:]}")
+    yield address.group(0), process
     process.terminate()
     process.wait(timeout=30)
     assert os.listdir(folder) == []  # the server wrote nothing
+
+
+@pytest.fixture
+def server(served):
+    """The address of serve.py, started as a user starts it."""
+    return served[0]
 
 
 @pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER),
@@ -159,3 +278,105 @@ def test_drawing_in_a_real_browser(server, tmp_path):
             lambda driver: "empty" in driver.find_element(By.ID, "error").text)
     finally:
         browser.quit()
+
+
+def send(address, data, headers=None):
+    """POSTs `data` to the page's /predict as its form does (urllib: no package needed);
+    (status, the JSON answer, seconds)."""
+    boundary = uuid.uuid4().hex
+    body = (f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="a.png"'
+            f'\r\nContent-Type: application/octet-stream\r\n\r\n').encode() + data + \
+        f"\r\n--{boundary}--\r\n".encode()
+    request = urllib.request.Request(address + "predict", body, {
+        "Content-Type": f"multipart/form-data; boundary={boundary}", **(headers or {})})
+    start = time.perf_counter()
+    try:
+        with urllib.request.urlopen(request, timeout=60) as reply:
+            status, text = reply.status, reply.read()
+    except urllib.error.HTTPError as error:
+        status, text = error.code, error.read()
+    return status, json.loads(text), time.perf_counter() - start
+
+
+def peak_memory_mb(pid):
+    """The peak resident memory of a process (VmHWM), in MB, or None without /proc."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            return next(int(line.split()[1]) / 1024 for line in status
+                        if line.startswith("VmHWM:"))
+    except (OSError, StopIteration):
+        return None
+
+
+PEAK_MB = 2500  # the server's peak memory under attack: 1.84 GB here, 0.9 GB of it at rest
+                # (docs/design.md, "The page"); framing every upload at once took 3.1 GB
+
+
+def test_the_page_answers_drawings_while_hostile_requests_keep_coming(served):
+    """For 20 s, three threads send what a hostile page or program could: 40-megapixel PNGs
+    of a 1-pixel line (grey, and see-through colour), a file that would decode to 400
+    megapixels, an EPS file, junk, and a drawing from another site. Meanwhile a drawing every
+    half second is answered in under 2 s, each hostile request gets one line of JSON (or, for
+    a big PNG that finds the large slot free, its guesses), and the server's memory peaks under
+    PEAK_MB."""
+    from PIL import ImageDraw
+    address, process = served
+    page = Image.new("L", (8000, 5000), 255)  # at the page's limit of 40 million pixels
+    ImageDraw.Draw(page).line([(1500, 700), (3000, 4300), (4000, 1500), (5000, 4300),
+                               (6500, 700)], fill=0)
+    buffer = io.BytesIO()
+    page.save(buffer, "PNG", compress_level=1)
+    big_grey = buffer.getvalue()
+    buffer = io.BytesIO()
+    page.convert("RGBA").transpose(Image.Transpose.ROTATE_90).save(buffer, "PNG", compress_level=1)
+    big_colour = buffer.getvalue()
+    del page
+    buffer = io.BytesIO()
+    Image.new("L", (64, 64)).save(buffer, "EPS")
+    hostile = [  # (what, the bytes, headers, the answers it may get, a word of the error)
+        ("40 MP grey", big_grey, {}, {200, 503}, "busy"),
+        ("EPS", buffer.getvalue(), {}, {400}, "not a readable image"),
+        ("40 MP colour", big_colour, {}, {200, 503}, "busy"),
+        ("bomb", png_header(20000, 20000), {}, {400}, "too many pixels"),
+        ("junk", bytes(range(256)) * 64, {}, {400}, "not a readable image"),
+        ("other site", drawing_bytes(), {"Origin": "http://evil.example"}, {403}, "another site"),
+    ]
+    drawing = drawing_bytes()
+    assert send(address, drawing)[0] == 200  # (the first traces the framing: not timed)
+    stop = time.monotonic() + 20
+    answers = []
+
+    def attack(first):
+        for i in range(first, first + 400):  # at most 400 requests a thread
+            if time.monotonic() > stop:
+                return
+            what, data, headers, _, _ = hostile[i % len(hostile)]
+            try:
+                answers.append((what, *send(address, data, headers)[:2]))
+            except Exception as error:  # (no answer, or not JSON: fails below)
+                answers.append((what, repr(error), None))
+            time.sleep(0.02)
+    attackers = [threading.Thread(target=attack, args=(first,)) for first in (0, 2, 4)]
+    for attacker in attackers:
+        attacker.start()
+    drawn = []
+    while time.monotonic() < stop:
+        status, answer, seconds = send(address, drawing)
+        drawn.append(seconds)
+        assert status == 200 and answer["top"], (status, answer)
+        time.sleep(0.5)
+    for attacker in attackers:
+        attacker.join(120)
+    peak = peak_memory_mb(process.pid)
+    counts = {}
+    for what, status, answer in answers:
+        counts[what, status] = counts.get((what, status), 0) + 1
+        _, _, _, allowed, word = next(kind for kind in hostile if kind[0] == what)
+        assert status in allowed, (what, status, answer)
+        if status != 200:
+            assert word in answer["error"] and "\n" not in answer["error"], (what, answer)
+    print(f"drawings: {len(drawn)}, slowest {max(drawn):.2f} s; hostile answers: {counts}; "
+          f"server's peak memory: {peak} MB")
+    assert len(drawn) >= 20 and max(drawn) < 2.0, drawn
+    assert counts.get(("40 MP grey", 200), 0) + counts.get(("40 MP colour", 200), 0) >= 2
+    assert peak is None or peak < PEAK_MB, peak  # (no /proc: not measured)

@@ -5,11 +5,14 @@ import hashlib
 import json
 import os
 import re
+import shutil
 
 import numpy as np
 import pytest
 
-from conftest import ROOT, assert_user_error, make_dataset, refusal, run_script, write_pickle
+import prepare_data
+from conftest import ROOT, assert_user_error, make_dataset, refusal, run_script, \
+    run_scripts_together, write_pickle
 
 SCRIPTS = ["prepare_data.py", "model.py", "augment.py", "train.py", "evaluate.py", "predict.py",
            "serve.py", "export.py", "bench/accuracy.py", "bench/speed.py", "bench/levers.py",
@@ -52,7 +55,27 @@ def test_train_then_evaluate_on_a_36_class_pickle(trained_tiny):
 
     # a new run in the same out dir on other data would clobber the model: refused
     clobber = run_script("train.py", f"--data={other}", "--epochs=1", cwd=tmp_path)
-    assert_user_error(clobber, "other data", "--fresh=True")
+    assert_user_error(clobber, "other data", "--set_aside=True")
+
+
+def test_evaluate_and_export_refuse_a_split_that_changed(trained_tiny, tmp_path):
+    work, _, _ = trained_tiny
+    for folder in ("out", "data"):
+        shutil.copytree(work / folder, tmp_path / folder)
+    # the cached split as another numpy or a changed cache might rebuild it: one training
+    # image now in the test split
+    sha = json.loads((tmp_path / "out" / "best.json").read_text())["data"]["source_sha256"]
+    (cache,) = glob.glob(str(tmp_path / "data" / f"prepared-{sha[:16]}-*.npz"))
+    with np.load(cache) as npz:
+        arrays = dict(npz)
+    arrays["split"][np.flatnonzero(arrays["split"] == 0)[0]] = 2
+    np.savez(cache, **arrays)
+    scored, exported = run_scripts_together(
+        ("evaluate.py",), ("export.py", "--export_dir=exp", "--tflite=False"), cwd=tmp_path)
+    assert_user_error(scored, "not the one this checkpoint was trained on",
+                      "could be training images")
+    assert exported.returncode == 0, exported.stderr[-3000:]
+    assert "no test accuracies: the split of" in exported.stdout
 
 
 def test_evaluate_refuses_missing_and_foreign_checkpoints(tmp_path, monkeypatch):
@@ -63,8 +86,9 @@ def test_evaluate_refuses_missing_and_foreign_checkpoints(tmp_path, monkeypatch)
     (tmp_path / "fake.keras").write_text("not a model")
     data = write_pickle(tmp_path / "train.pkl", make_dataset())  # the record's data is fine
     sha = hashlib.sha256((tmp_path / "train.pkl").read_bytes()).hexdigest()
+    split = prepare_data.prepare(data, 0, "data", verbose=False)["manifest"]["split_sha256"]
     (tmp_path / "fake.json").write_text(json.dumps(
-        {"data": {"source": data, "source_sha256": sha, "seed": 0}}))
+        {"data": {"source": data, "source_sha256": sha, "seed": 0, "split_sha256": split}}))
     assert "not a loadable Keras model" in refusal(evaluate.main, "--checkpoint=fake.keras")
     (tmp_path / "lonely.keras").write_text("x")
     assert "no readable run record" in refusal(evaluate.main, "--checkpoint=lonely.keras")
@@ -158,7 +182,7 @@ def test_settings_of_train_take_effect(tmp_path, tiny_pickle):
     assert "Epoch" not in trained.stdout  # --verbose=0
     assert "augmentation off" in trained.stdout
     record = json.loads((tmp_path / "o" / "best.json").read_text())
-    assert record["data"]["seed"] == 5 and glob.glob(str(tmp_path / "p" / "*seed5.npz"))
+    assert record["data"]["seed"] == 5 and glob.glob(str(tmp_path / "p" / "*seed5-*.npz"))
     import keras
     net = keras.saving.load_model(tmp_path / "o" / "best.keras")
     assert net.layers[1].filters == 8 and net.layers[-3].units == 32
@@ -202,6 +226,7 @@ def test_augment_settings_reach_the_pipeline():
 
 def test_settings_of_evaluate_take_effect(trained_tiny, tmp_path, monkeypatch, capsys):
     import evaluate
+    import inference
     work, data, _ = trained_tiny
     few = run_script("evaluate.py", "--top_confusions=1", "--labels=none", "--split=val",
                      cwd=work)
@@ -211,9 +236,9 @@ def test_settings_of_evaluate_take_effect(trained_tiny, tmp_path, monkeypatch, c
     assert not re.search(r"\d+:[A-Z0-9] ", few.stdout)  # --labels=none: numbers only
     # --batch_size, --data and --prepared_dir, in this process: main() with those arguments
     sizes = []
-    model, _ = evaluate.load_checkpoint(str(work / "out" / "best.keras"))
-    forward = evaluate._inference(model)
-    monkeypatch.setattr(evaluate, "_inference", lambda m: lambda batch: (
+    model, _ = inference.load_checkpoint(str(work / "out" / "best.keras"))
+    forward = inference.keras_forward(model)
+    monkeypatch.setattr(inference, "keras_forward", lambda m: lambda batch: (
         sizes.append(len(batch)), forward(batch))[1])
     monkeypatch.setattr("sys.argv", ["evaluate.py", str(work / "out" / "best.keras"),
                                      "--batch_size", "30", f"--data={data}",

