@@ -222,6 +222,11 @@ def run(main):
     except BrokenPipeError:  # e.g. `--help | head` stopped reading: not the user's error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # quiet exit flush
         sys.exit(1)
+    except OSError as error:  # a path under a file, no permission, a full disk: the user's
+        where = f"{error.filename}: " if error.filename else ""
+        print(f"error: {where}{error.strerror or error}: check that path (and the disk)",
+              file=sys.stderr)
+        sys.exit(2)
 
 
 @contextlib.contextmanager

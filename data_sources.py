@@ -64,8 +64,8 @@ def load_pickle_object(raw, path):
             raise UserError(f"{path}: refused to load, {error}; only numpy arrays and plain "
                             f"lists/tuples are accepted: re-save it as (train_x, train_y)"
                             ) from None
-        raise UserError(f"{path} is not a valid pickle ({error}): re-save it with "
-                        f"pickle.dump((train_x, train_y), f)") from None
+        raise UserError(f"{path} is not a valid pickle ({str(error).splitlines()[0]}): re-save "
+                        f"it with pickle.dump((train_x, train_y), f)") from None
     except MemoryError:
         raise UserError(out_of_memory(path)) from None
     except (EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError,
@@ -94,6 +94,20 @@ def array_bytes(obj):
         except RecursionError:  # lists in lists thousands deep: no image data looks so
             return math.inf
     return 8
+
+
+def as_numbers(values):
+    """An array of `values`: as it is if it is one; plain lists as float64, so that text in
+    them is refused rather than made into an array as wide as its longest string (which
+    array_bytes, counting 8 bytes a value, could not foresee); lists of arrays as numpy joins
+    them (their bytes are in the file)."""
+    if isinstance(values, np.ndarray):
+        return values
+    leaf = values
+    while isinstance(leaf, (list, tuple)) and leaf:
+        leaf = leaf[0]
+    numbers = isinstance(leaf, np.ndarray) and leaf.dtype.kind in "biuf"
+    return np.asarray(values, dtype=None if numbers else np.float64)
 
 
 def check_growth(size, file_size, path):
@@ -153,7 +167,8 @@ def npy_bytes(archive, name):
         if version not in read_header:
             raise ValueError(f"{name} is an .npy of format {version}, which is not read here")
         shape, _, dtype = read_header[version](member)
-    return math.prod(shape) * dtype.itemsize
+    unpacked = 8 if name == "x_packed.npy" else 1  # bits, unpacked into a byte each
+    return math.prod(shape) * dtype.itemsize * unpacked
 
 
 def validate(x, y, path, num_classes=data_format.NUM_CLASSES, named_by=""):
@@ -161,13 +176,13 @@ def validate(x, y, path, num_classes=data_format.NUM_CLASSES, named_by=""):
     them, if any); returns x as uint8 {0,1} (N x 3136), y as int64."""
     side, pixels = data_format.SIDE, data_format.NUM_PIXELS
     try:
-        x = np.asarray(x)
-        y = np.asarray(y)
+        x, y = as_numbers(x), as_numbers(y)
     except MemoryError:
         raise UserError(out_of_memory(path)) from None
-    except ValueError as error:
-        raise UserError(f"{path}: train_x or train_y is ragged ({error}): each must be "
-                        f"one rectangular array") from None
+    except (ValueError, TypeError) as error:
+        raise UserError(f"{path}: train_x or train_y is ragged or not numbers "
+                        f"({str(error).splitlines()[0]}): each must be one rectangular array "
+                        f"of numbers") from None
     if x.ndim != 2 or x.shape[1] != pixels:
         raise UserError(f"{path}: train_x has shape {x.shape}, expected N x {pixels} "
                         f"({side}x{side} images flattened): reshape it to (N, {pixels})")

@@ -29,7 +29,6 @@ import data_format
 import evaluate
 import framing
 import inference
-import predict
 
 keras = lazy_import("keras")  # loaded on first use: --help and mistakes answer at once
 tf = lazy_import("tensorflow")
@@ -128,7 +127,7 @@ def main(argv=None):
                              for name in ("model.tflite", "model-int8.tflite"))
     failures = {}  # path: why it was not written
     with quiet_native_stderr():  # the exporter's and converter's C++ notices
-        export_saved_model(model, saved_model, predict.pen_width(record))
+        export_saved_model(model, saved_model, inference.pen_width(record))
         if settings.tflite:
             failures[float_lite] = export_tflite(saved_model, float_lite)
             if settings.int8:

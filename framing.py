@@ -287,9 +287,13 @@ def pixels_of(image):
     # (no copies of an image already upright and in its mode: a big one is hundreds of MB)
     if image.getexif().get(ExifTags.Base.Orientation, 1) != 1:
         image = ImageOps.exif_transpose(image)
+    if image.mode.startswith("I"):  # 16 or 32 bits of grey: Pillow's "L" would clip at 255
+        wide = np.asarray(image).astype(np.int64)
+        top = 65535 if wide.max() > 255 else 255
+        return (np.clip(wide, 0, top) * 255 // top).astype(np.uint8)[:, :, None]
     see_through = image.mode in ("RGBA", "LA", "PA") or (
         image.mode == "P" and "transparency" in image.info)
-    if image.mode not in ("1", "L", "LA", "I", "I;16"):  # colours, or a palette of them
+    if image.mode not in ("1", "L", "LA"):  # colours, or a palette of them
         colour = "RGBA" if see_through else "RGB"
         image = image if image.mode == colour else image.convert(colour)
     mode = "LA" if see_through else "L"

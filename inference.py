@@ -11,6 +11,7 @@ import numpy as np
 
 from common import UserError, lazy_import, quiet_native_stderr
 import data_format
+import framing
 import run_state
 
 keras = lazy_import("keras")  # loaded on first use: reading a record needs none
@@ -30,13 +31,20 @@ def read_record(path):
     if not os.path.isfile(path):
         raise UserError(f"checkpoint not found: {path} (train one with python train.py, "
                         f"or pass --checkpoint=PATH to a .keras file it wrote)")
+    inside = run_state.attached_to_model_file(path)
     try:
         with open(record_path(path)) as f:
             record = json.load(f)
         record["data"]["source"], record["data"]["source_sha256"], record["data"]["seed"]
+        if inside and "best_epoch" in inside and (record.get("run_id"), record.get(
+                "best_epoch")) != (inside.get("run_id"), inside["best_epoch"]):
+            print(f"note: {record_path(path)} describes another epoch than {path} (a run "
+                  f"stopped between their writes): using the record inside the model",
+                  file=sys.stderr)
+            return inside
         return record
     except (OSError, ValueError, KeyError, TypeError):
-        record = run_state.attached_to_model_file(path)
+        record = inside
     if record is None:
         raise UserError(f"{path} has no readable run record at {record_path(path)}, nor one "
                         f"inside it: use a best.keras written by train.py")
@@ -60,6 +68,14 @@ def load_network(path):
     except Exception as error:  # Keras raises many types for a file that is not a model
         raise UserError(f"{path} is not a loadable Keras model ({type(error).__name__}): pass "
                         f"the best.keras that train.py wrote") from None
+
+
+def pen_width(record=None, min_stroke=0.0):
+    """How wide (pixels at 56x56) strokes of image files are made at least, for a checkpoint
+    with this run record: `min_stroke`, or when 0 how thin the strokes of its training images
+    get (the 10th percentile of their widths, which train.py records)."""
+    recorded = record["data"].get("stroke_width") if record else None
+    return min_stroke or recorded or framing.MIN_STROKE
 
 
 def check_compatible(model, num_classes):

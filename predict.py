@@ -69,19 +69,13 @@ def load_model(checkpoint=CHECKPOINT):
     return inference.load_network(checkpoint), record
 
 
-def pen_width(record=None, min_stroke=MIN_STROKE):
-    """How wide (pixels at 56x56) strokes of image files are made at least, for a checkpoint
-    with this run record: `min_stroke`, or when 0 how thin the strokes of its training images
-    get (the 10th percentile of their widths, which train.py records)."""
-    recorded = record["data"].get("stroke_width") if record else None
-    return min_stroke or recorded or framing.MIN_STROKE
-
-
 def read_inputs(paths, min_stroke=None, speck_share=SPECK_SHARE, framer=framing.frame):
     """(names, N x 3136 uint8) from image files (framed by `framer` with these settings:
     framing.py's frame, or its lite_framer) and array files."""
     names, rows = [], []
     for path in paths:
+        if os.path.isdir(path):
+            raise UserError(f"{path} is a folder: pass the image or array files in it")
         if not os.path.isfile(path):
             raise UserError(f"input not found: {path}")
         if not path.lower().endswith(IMAGE_SUFFIXES + ARRAY_SUFFIXES):
@@ -178,7 +172,7 @@ def main(argv=None):
     record = read_record(settings.checkpoint)  # the model loads once the inputs are read
     model_lite, framing_lite = lite_paths(settings.checkpoint)
     lite = settings.lite and os.path.isfile(model_lite) and os.path.isfile(framing_lite)
-    names_in, images = read_inputs(paths, pen_width(record, settings.min_stroke),
+    names_in, images = read_inputs(paths, inference.pen_width(record, settings.min_stroke),
                                    settings.speck_share,
                                    framing.lite_framer(framing_lite) if lite else framing.frame)
     class_names = classes.class_names(settings.labels, record["data"])

@@ -41,6 +41,7 @@ VAL_FRACTION = 0.2        # share of each class held out for validation (early s
 TEST_FRACTION = 0.2       # share of each class held out for the final test
 SPLITS = ("train", "val", "test")
 _FIXED = ("SPLIT_FORMAT", "VAL_FRACTION", "TEST_FRACTION")
+_RANGES = {"SEED": "[0, 4294967295]"}  # common.check_values: numpy's seeds
 
 
 # ---------------------------------------------------------------------------- stroke widths
@@ -94,7 +95,7 @@ def split_indices(y, seed, groups=None):
         members = members[np.argsort(sizes[members], kind="stable")]  # (alone: as shuffled)
         images = sizes[members]
         if len(members) < 3:
-            too_small.append((int(label), int(images.sum()), len(members)))
+            too_small.append((int(label), int(np.sum(y == label)), len(members)))
             continue
         # whole groups, in the shuffled order, until each share is reached; at least one
         # group is left for each later split
@@ -105,10 +106,20 @@ def split_indices(y, seed, groups=None):
         k_val = min(np.sum(np.cumsum(rest) - rest < n_val), len(rest) - 1)
         where[members[:k_test]] = SPLITS.index("test")
         where[members[k_test:k_test + k_val]] = SPLITS.index("val")
+    if len(too_small) > 5:  # a line for each would bury the rest
+        shown = ", ".join(str(label) for label, _, _ in too_small[:10])
+        print(f"warning: {len(too_small)} classes ({shown}{', ...' if len(too_small) > 10 else ''}"
+              f") have fewer than 3 distinct images: kept for training, so they are never "
+              f"validated or tested", file=sys.stderr)
+        too_small = []
     for label, n, distinct in too_small:
-        print(f"warning: class {label} has only {n} image(s)"
-              f"{f' ({distinct} distinct)' if distinct != n else ''}: all kept for training, "
-              f"so it is never validated or tested", file=sys.stderr)
+        if distinct == n:
+            print(f"warning: class {label} has only {n} image(s): all kept for training, so "
+                  f"it is never validated or tested", file=sys.stderr)
+        else:  # copies: some of its images may go where the copies' first images go
+            print(f"warning: class {label} has only {distinct} distinct image(s) of its own "
+                  f"({n} in all): kept for training, with their copies, so it is hardly "
+                  f"validated or tested", file=sys.stderr)
     split = where[groups]
     return {name: np.flatnonzero(split == code) for code, name in enumerate(SPLITS)}
 
@@ -293,11 +304,11 @@ def write_users_pickle(prepared, path):
 
 def main(argv=None):
     settings = configure(globals(), positional="INPUT", argv=argv)
-    if resolve_source(settings.input) == data_format.EMBEDDED:
-        announce_embedded()
     if settings.output and (os.path.isdir(settings.output)
                             or not settings.output.endswith(".pkl")):
         raise UserError(f"--output={settings.output}: give the path of a .pkl file to write")
+    if resolve_source(settings.input) == data_format.EMBEDDED:
+        announce_embedded()
     prepared = prepare(settings.input, settings.seed, settings.prepared_dir, verbose=False)
     manifest = prepared["manifest"]
     print(f"source: {manifest['source']} (sha256 {manifest['source_sha256'][:16]}...)")

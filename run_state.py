@@ -99,9 +99,10 @@ def data_fingerprint(manifest, x_train):
 
 
 def same_data(a, b):
-    """Whether two records' data are the same images in the same split (a record from before
-    splits were fingerprinted counts as another split)."""
-    return all(a.get(key) == b.get(key) for key in ("source_sha256", "seed", "split_sha256"))
+    """Whether two records' data are the same images in the same split and classes (a record
+    from before splits were fingerprinted counts as another split)."""
+    return (all(a.get(key) == b.get(key) for key in ("source_sha256", "seed", "split_sha256"))
+            and classes.num_classes_of(a) == classes.num_classes_of(b))
 
 
 def read_note(path, name=MODEL_NOTE):
@@ -231,24 +232,13 @@ def start_or_resume(out_dir, data, settings, fresh, resumable, chief=True, aside
     of `settings` (the UPPER_CASE record of them) on `data` (its fingerprint).
 
     An unfinished run in `out_dir` is resumed if its data and settings match, apart from the
-    `resumable` ones that do not change what is computed; `fresh` discards it. The best model
+    `resumable` ones that do not change what is computed (one killed before its first resume
+    point starts again from epoch 1, as the same run); `fresh` discards it. The best model
     there stays the one to beat, whatever the flags; one of other data is refused, or with
     `aside` moved into earlier/<run id>/. Only the chief changes files; other workers read the
     chief's."""
     if chief:
         remove_leftovers(out_dir)
-    best = best_record(out_dir)
-    if best and not same_data(best["data"], data):
-        if not aside:
-            raise UserError(f"{out_dir}/best.keras was trained on other data, another seed or "
-                            f"another split: pass --set_aside=True to move it into "
-                            f"{os.path.join(out_dir, EARLIER, best.get('run_id', '...'))}/, or "
-                            f"choose another --out_dir")
-        if chief:
-            print(f"moved {out_dir}/best.keras, of other data (val_accuracy "
-                  f"{best['val_accuracy']:.4f}), and its records aside into "
-                  f"{set_aside(out_dir, best)}")
-        best = None
     resume_dir = os.path.join(out_dir, "resume")
     run_info = None if fresh else read_json(os.path.join(resume_dir, "run.json"))
     epochs_done, resume_path = (0, None) if fresh else latest_resume_point(resume_dir)
@@ -262,22 +252,51 @@ def start_or_resume(out_dir, data, settings, fresh, resumable, chief=True, aside
         if fresh and chief and discarded:
             print(f"--fresh: discarded the unfinished run in {out_dir} (after epoch "
                   f"{discarded})")
-        now = datetime.datetime.now()
-        run_info = {"run_id": now.strftime("%Y%m%d-%H%M%S-%f"),
-                    "started": now.strftime("%Y-%m-%d %H:%M:%S"),
-                    "settings": settings, "data": data}
+        if not run_info or differences(out_dir, run_info, data, settings, resumable):
+            now = datetime.datetime.now()
+            run_info = {"run_id": now.strftime("%Y%m%d-%H%M%S-%f"),
+                        "started": now.strftime("%Y-%m-%d %H:%M:%S"),
+                        "settings": settings, "data": data}
         epochs_done, resume_path, history = 0, None, []
         if chief:
             shutil.rmtree(resume_dir, ignore_errors=True)
             os.makedirs(resume_dir)
             write_text_atomic(os.path.join(resume_dir, "run.json"),
                               json.dumps(run_info, indent=1))
+    best = best_record(out_dir)
+    if best and not same_data(best["data"], data):
+        if not aside:
+            raise UserError(f"{out_dir}/best.keras was trained on other data, another seed, "
+                            f"another split or other classes: pass --set_aside=True to move it "
+                            f"into {os.path.join(out_dir, EARLIER, best.get('run_id', '...'))}/, "
+                            f"or choose another --out_dir")
+        if chief:
+            print(f"moved {out_dir}/best.keras, of other data (val_accuracy "
+                  f"{best['val_accuracy']:.4f}), and its records aside into "
+                  f"{set_aside(out_dir, best)}")
+        best = None
     if best and chief:
         match_records(out_dir, best)
     if best and best.get("run_id") != run_info["run_id"]:
         print(f"{out_dir}/best.keras (val_accuracy {best['val_accuracy']:.4f}, run "
               f"{best['run_id']}) is replaced only if this run beats it", flush=True)
     return run_info, resume_path, epochs_done, history, best
+
+
+def differences(out_dir, run_info, data, settings, resumable):
+    """Why the unfinished run `run_info` is not a run of `settings` on `data` (a message
+    naming the fix), or "" if it is one."""
+    if not same_data(run_info["data"], data):
+        return (f"{out_dir} holds an unfinished run on other data, another seed, another split "
+                f"or other classes: resume it with the same --data and --seed, discard it with "
+                f"--fresh=True, or use another --out_dir")
+    changed = sorted(key for key, value in settings.items()
+                     if key not in resumable and run_info["settings"].get(key, value) != value)
+    if changed:
+        was = ", ".join(f"--{key.lower()}={run_info['settings'][key]}" for key in changed)
+        return (f"{out_dir} holds an unfinished run with other settings ({was}): resume it "
+                f"with those, start over with --fresh=True, or use another --out_dir")
+    return ""
 
 
 def remove_leftovers(out_dir):
@@ -292,17 +311,9 @@ def remove_leftovers(out_dir):
 def check_resumable(out_dir, run_info, data, settings, resumable, resume_path, epochs_done):
     """The history up to the resume point of the unfinished run `run_info`, or a clear error
     if it cannot be resumed as it is: other data or settings, or records that disagree."""
-    if not same_data(run_info["data"], data):
-        raise UserError(f"{out_dir} holds an unfinished run on other data, another seed or "
-                        f"another split: resume it with the same --data and --seed, discard "
-                        f"it with --fresh=True, or use another --out_dir")
-    changed = sorted(key for key, value in settings.items()
-                     if key not in resumable and run_info["settings"].get(key, value) != value)
-    if changed:
-        was = ", ".join(f"--{key.lower()}={run_info['settings'][key]}" for key in changed)
-        raise UserError(f"{out_dir} holds an unfinished run with other settings ({was}): "
-                        f"resume it with those, start over with --fresh=True, or use "
-                        f"another --out_dir")
+    refused = differences(out_dir, run_info, data, settings, resumable)
+    if refused:
+        raise UserError(refused)
     point = read_note(resume_path, RESUME_NOTE) or {}
     history = point.get("history")
     if point.get("run_id") != run_info["run_id"] or not isinstance(history, list) \

@@ -18,6 +18,7 @@ drawings); more are answered "busy" at once, so that no flood of uploads holds u
 """
 import base64
 import io
+import ipaddress
 import os
 import sys
 import threading
@@ -30,7 +31,6 @@ import classes
 import data_format
 import framing
 import inference
-import predict
 
 CHECKPOINT = "out/best.keras"  # a model written by train.py
 HOST = "127.0.0.1"             # where to listen: 127.0.0.1 is this machine only
@@ -48,7 +48,6 @@ WEB_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "web")
 _FIXED = ("WEB_DIR",)  # not a setting: the page ships with the code
 _RANGES = {"PORT": "[0, 65535]", "MAX_UPLOAD_MB": "(0, inf)", "MAX_PIXELS": "[1, inf)",
            "TOP": "[1, inf)", "LARGE_PIXELS": "[0, inf)", "SMALL_SLOTS": "[1, inf)"}  # check_values
-LOOPBACK = ("127.0.0.1", "::1", "localhost")  # the names of this machine only
 
 
 def png_data_url(pixels):
@@ -69,6 +68,14 @@ def read_image(raw, min_stroke=None, max_pixels=MAX_PIXELS):
     return pixels
 
 
+def is_loopback(host):
+    """Whether a host name or address is this machine only: localhost, 127.x.x.x or ::1."""
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return host.lower() == "localhost"
+
+
 def other_site(headers, host=HOST):
     """Why a request (its headers) comes from a page of another site that the user's browser
     shows, or None. Browsers say so in Sec-Fetch-Site, older ones in Origin; and a Host that is
@@ -81,7 +88,7 @@ def other_site(headers, host=HOST):
     try:
         if origin is not None and urlsplit(origin).netloc.lower() != requested.lower():
             return f"Origin: {origin}"
-        if host in LOOPBACK and urlsplit(f"//{requested}").hostname not in LOOPBACK:
+        if is_loopback(host) and not is_loopback(urlsplit(f"//{requested}").hostname or ""):
             return f"Host: {requested}"
     except ValueError:  # (an address no browser would send, such as "http://[")
         return f"Origin: {origin}, Host: {requested}"
@@ -102,8 +109,8 @@ def create_app(checkpoint, labels=LABELS, top=TOP, max_upload_mb=MAX_UPLOAD_MB,
     large, small = threading.Semaphore(1), threading.Semaphore(small_slots)
 
     @app.before_request
-    def same_site_only():
-        refused = other_site(request.headers, host)
+    def same_site_only():  # (the page itself may be opened from a link: it holds no answer)
+        refused = request.path != "/" and other_site(request.headers, host)
         if refused:
             return jsonify(error=f"refused: a request from another site ({refused}); open the "
                                  f"page itself at the address serve.py printed"), 403
@@ -129,7 +136,7 @@ def create_app(checkpoint, labels=LABELS, top=TOP, max_upload_mb=MAX_UPLOAD_MB,
             kind = f"images of over {large_pixels:,} pixels" if slots is large else "images"
             return jsonify(error=f"busy: framing other {kind}; send it again in a moment"), 503
         try:
-            pixels = read_image(raw, predict.pen_width(record), max_pixels)
+            pixels = read_image(raw, inference.pen_width(record), max_pixels)
             probabilities = inference.probabilities(model, pixels[None])[0]
         except UserError as error:
             return jsonify(error=str(error)), 400
@@ -153,7 +160,7 @@ def main(argv=None):
     from werkzeug.serving import make_server
     settings = configure(globals(), positional="CHECKPOINT", argv=argv)
     host, port = settings.host, settings.port
-    if host not in LOOPBACK:
+    if not is_loopback(host):
         print(f"warning: --host={host} serves the page to the network, but Flask's development "
               f"server is meant for one person on this machine", file=sys.stderr, flush=True)
     app = create_app(settings.checkpoint, settings.labels, settings.top, settings.max_upload_mb,

@@ -74,7 +74,7 @@ TENSORBOARD = False       # True: also write TensorBoard logs (loss, accuracy, l
 RESUMABLE_CHANGES = {"DATA", "PREPARED_DIR", "OUT_DIR", "FRESH", "SET_ASIDE", "VERBOSE",
                      "DISTRIBUTE", "TENSORBOARD"}
 # What each setting may be: an interval, or the choices (common.check_values).
-_RANGES = {"SEED": "[0, inf)", "BATCH_SIZE": "[1, inf)", "EPOCHS": "[1, inf)",
+_RANGES = {"SEED": "[0, 4294967295]", "BATCH_SIZE": "[1, inf)", "EPOCHS": "[1, inf)",
            "LEARNING_RATE": "[0, inf)", "LR_SCHEDULE": ("auto", "plateau", "cosine", "constant"),
            "LR_DROP_PATIENCE": "[1, inf)", "LR_DROP_FACTOR": "(0, 1]", "PATIENCE": "[1, inf)",
            "WEIGHT_DECAY": "[0, inf)", "LABEL_SMOOTHING": "[0, 1)", "AUGMENT_EPOCHS": "[-1, inf)",
@@ -267,6 +267,9 @@ def train_in_folder(settings, build_network, chief, role):
     verbose = settings.verbose if settings.verbose >= 0 else 1 if sys.stdout.isatty() else 2
     data = prepare_data.prepare(settings.data, settings.seed, settings.prepared_dir,
                                 verbose=chief)
+    if not len(data["y_val"]):
+        raise UserError(f"{settings.data} leaves no image for validation: every class has fewer "
+                        f"than 3 distinct images; add images")
     settings, rule = resolve(settings, len(data["y_train"]))  # before the settings are recorded
     num_classes = classes.num_classes_of(data["manifest"])  # the head fits the data
     out_dir = settings.out_dir

@@ -64,6 +64,7 @@ def work(tmp_path_factory):
     # 86 KB that would unpickle to 20,000 x 3136 numbers: one row referred to 20,000 times
     write_pickle(work / "bomb.pkl", ([[0] * 3136] * 20000, [0] * 20000))
     (work / "notes.txt").write_text("not an image")
+    write_pickle(work / "pairs.pkl", make_dataset(per_class=2))  # too few to validate on
     return work
 
 
@@ -78,6 +79,9 @@ CASES = [(script, ["--help"], 0, "Settings") for script in SCRIPTS] + [  # scrip
     ("train.py", ["--data=labels.pkl"], 2, "0..35"),
     ("train.py", ["--data=good.pkl", "--out_dir=other"], 2, "other data", "--set_aside=True"),
     ("train.py", ["--data=good.pkl", "--out_dir=a-file"], 2, "is a file"),
+    ("train.py", ["--data=good.pkl", "--out_dir=a-file/out"], 2, "a-file/out", "not a directory"),
+    ("prepare_data.py", ["--seed=-1"], 2, "[0, 4294967295]"),
+    ("predict.py", ["--checkpoint=here/best.keras", "flat"], 2, "is a folder"),
     ("train.py", ["--learning_rate=-0.1"], 2, "[0, inf)"),
     ("train.py", ["--learning_rate=nan"], 2, "finite number"),
     ("train.py", ["--dropout=1"], 2, "[0, 1)"),
@@ -133,6 +137,15 @@ def test_answers_before_tensorflow_loads(work, script, args, code, words):
         assert_user_error(result, *words)
     assert seconds < GENEROUS_SECONDS
     assert not (work / "ran").exists()  # the hostile pickle's code never ran
+
+
+def test_data_too_small_to_validate_on_is_refused_after_one_warning(work):
+    result, seconds = run_blocked(work, "train.py", "--data=pairs.pkl")
+    warning, refusal = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert warning.startswith("warning: 36 classes (0, 1, 2, 3, 4, 5, 6, 7, 8, 9, ...) have")
+    assert refusal.startswith("error: ") and "no image for validation" in refusal
+    assert seconds < GENEROUS_SECONDS
 
 
 def test_the_blocked_packages_are_really_blocked(work):

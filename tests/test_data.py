@@ -228,6 +228,17 @@ def test_a_pickle_that_would_unpack_to_gigabytes_is_refused_before_it_is_built(t
         with archive.open("y.npy", "w") as member:
             np.lib.format.write_array(member, np.zeros(10 ** 6, np.int64))
     assert_user_error(prepare_cli(tmp_path, tmp_path / "bomb.npz"), "refused to load", "23.4 GB")
+    # packed bits count as the bytes they unpack into: 59 MB packed, 470 MB unpacked
+    with zipfile.ZipFile(tmp_path / "packed.npz", "w") as archive:
+        with archive.open("x_packed.npy", "w") as member:
+            np.lib.format.write_array_header_1_0(
+                member, {"descr": "|u1", "fortran_order": False, "shape": (150000, 392)})
+        with archive.open("y.npy", "w") as member:
+            np.lib.format.write_array(member, np.zeros(150000, np.int64))
+    assert_user_error(prepare_cli(tmp_path, tmp_path / "packed.npz"), "refused to load", "0.4 GB")
+    # text, which numpy would make as wide as its longest string, is not numbers: refused
+    text = write_pickle(tmp_path / "text.pkl", ([["x" * 1000] * 3136] * 100, [0] * 100))
+    assert_user_error(prepare_cli(tmp_path, text), "not numbers")
 
 
 def test_the_recorded_stroke_width_samples_every_part_of_the_data():

@@ -264,3 +264,17 @@ def test_only_the_named_formats_are_decoded(monkeypatch):
         framing.decoded(png_header(20000, 20000), "x.png")  # 400 megapixels in 57 bytes
     with pytest.raises(UserError, match="too many pixels: over the limit of 40,000,000"):
         framing.decoded(png_header(20000, 20000), "x.png", max_pixels=40_000_000)
+
+
+def test_a_16_bit_grey_png_frames_like_its_8_bit_copy(tmp_path):
+    from PIL import Image
+    pen = np.full((120, 90), 255, np.uint8)  # dark strokes on paper
+    pen[20:100, 40:48] = 0
+    pen[20:28, 20:70] = 0
+    Image.fromarray(pen.astype(np.uint16) * 257).save(tmp_path / "deep.png")  # 16 bits a pixel
+    Image.fromarray(pen).save(tmp_path / "flat.png")
+    deep, flat = (framing.read_image_file((tmp_path / name).read_bytes(), name)
+                  for name in ("deep.png", "flat.png"))
+    assert Image.open(tmp_path / "deep.png").mode.startswith("I")  # (what Pillow reads)
+    assert deep.any()
+    np.testing.assert_array_equal(deep, flat)

@@ -151,6 +151,26 @@ def test_killed_at_every_write_a_run_resumes_to_the_uninterrupted_history(tmp_pa
         assert sorted(os.listdir(out_dir)) == ["best.json", "best.keras", "history.csv"], moment
 
 
+def test_a_run_killed_before_its_first_resume_point_starts_again_as_itself(tmp_path,
+                                                                          monkeypatch, capsys):
+    """Killed after epoch 1 wrote best.keras, before any resume point: the same command starts
+    that run again from epoch 1, as the same run, so the model it wrote is its own, and with a
+    rate of 0 (no epoch beats the first) everything ends in history.csv, not beside it."""
+    data = write_pickle(tmp_path / "train.pkl", make_dataset(per_class=6))
+    args = [data, "--epochs=2", "--learning_rate=0", "--dense_units=32", "--verbose=0",
+            f"--prepared_dir={tmp_path / 'cache'}", f"--out_dir={tmp_path / 'out'}"]
+    killed_after(2, tmp_path / "out", monkeypatch)  # run.json, then best.keras of epoch 1
+    with pytest.raises(Killed):
+        train.main(args)
+    monkeypatch.undo()
+    capsys.readouterr()
+    train.main(args)
+    assert "saved" in capsys.readouterr().out
+    record = json.loads((tmp_path / "out" / "best.json").read_text())
+    assert len(record["history"]) == 2 and record["best_epoch"] == 1
+    assert history_rows(tmp_path / "out") == 2 and not glob.glob(str(tmp_path / "out" / "history-*"))
+
+
 def test_a_second_run_in_a_busy_folder_is_refused_and_the_first_runs_as_if_alone(tmp_path):
     data = write_pickle(tmp_path / "train.pkl", make_dataset(per_class=20))
     args = [sys.executable, os.path.join(ROOT, "train.py"), f"--data={data}", "--epochs=3",
@@ -212,7 +232,8 @@ def test_a_best_model_of_other_data_is_set_aside_never_deleted(trained_tiny, tmp
 def test_records_cut_short_by_a_kill_are_rewritten_from_the_model(tmp_path, capsys):
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
     model.compile(optimizer="adam", loss="mse")
-    run_info = {"run_id": "r", "data": {"source_sha256": "s", "seed": 1, "split_sha256": "t"}}
+    run_info = {"run_id": "r", "data": {"source": "d.pkl", "source_sha256": "s", "seed": 1,
+                                        "split_sha256": "t"}}
     keeper = run_state.keep_best(str(tmp_path), run_info, [], None, None)
     keeper.set_model(model)
     keeper.on_epoch_end(0, {"val_accuracy": 0.5, "val_loss": 1.0, "loss": 1.0})
@@ -221,6 +242,10 @@ def test_records_cut_short_by_a_kill_are_rewritten_from_the_model(tmp_path, caps
     (tmp_path / "best.json").write_text(stale)  # as if killed between best.keras and best.json
     best = run_state.best_record(str(tmp_path))  # the record inside the model: epoch 2
     assert best["best_epoch"] == 2 and best["val_accuracy"] == 0.7
+    # evaluate, predict, serve and export believe the model's own record too
+    import inference
+    assert inference.read_record(str(tmp_path / "best.keras"))["best_epoch"] == 2
+    assert "using the record inside the model" in capsys.readouterr().err
     run_state.start_or_resume(str(tmp_path), run_info["data"], {}, True, set())
     assert "rewrote it and history.csv" in capsys.readouterr().err
     record = json.loads((tmp_path / "best.json").read_text())
@@ -277,6 +302,10 @@ def test_a_resume_whose_records_disagree_is_refused(unfinished_run):
         with pytest.raises(UserError, match="cannot resume exactly: start over with --fresh"):
             run_state.start_or_resume(out_dir, fingerprint, as_record(recipe()), False,
                                       train.RESUMABLE_CHANGES)
+    write_resume_point(point, "r1", 2)  # a names file beside the data that changes its classes
+    with pytest.raises(UserError, match="other classes"):
+        run_state.start_or_resume(out_dir, {**fingerprint, "num_classes": 6},
+                                  as_record(recipe()), False, train.RESUMABLE_CHANGES)
     with open(point, "w") as f:
         f.write("not a zip: a point from before resume points held their history")
     with pytest.raises(UserError, match="cannot resume exactly"):

@@ -197,13 +197,13 @@ def test_framing_settings_for_image_files(trained_tiny, tmp_path, monkeypatch, c
     width = framed.sum(axis=1).max()
     assert framed[:, :20].sum() == 0 and width >= 3  # speck left out, stroke widened
     assert framing.frame(ink, 6.0).reshape(56, 56).sum(axis=1).max() >= 6 > width - 1
-    assert predict.pen_width({"data": {"stroke_width": 7.5}}, 6.0) == 6.0  # a set width wins
+    assert inference.pen_width({"data": {"stroke_width": 7.5}}, 6.0) == 6.0  # a set width wins
     # every blob counts with a speck share of 0: the speck too,
     columns = np.flatnonzero(framing.frame(ink, speck_share=0.0).reshape(56, 56).any(0))
     assert columns.max() > 35  # which widens the crop: the stroke is pushed to the right
     # by default (0) the pen width is the one the checkpoint's training images have
-    assert predict.pen_width({"data": {"stroke_width": 7.5}}) == 7.5
-    assert predict.pen_width({"data": {}}) == framing.MIN_STROKE  # older checkpoints
+    assert inference.pen_width({"data": {"stroke_width": 7.5}}) == 7.5
+    assert inference.pen_width({"data": {}}) == framing.MIN_STROKE  # older checkpoints
     assert framing.frame(ink, 9.0, 0.0).reshape(56, 56).sum(axis=1).max() >= 9
     # --min_stroke and --speck_share reach the framing of the files python predict.py reads
     Image.fromarray(ink).save(tmp_path / "thin.png")
@@ -242,7 +242,7 @@ def test_images_from_the_wild_read_like_their_originals(trained_digits, make):
     import predict
     work, x, y = trained_digits
     checkpoint = str(work / "out" / "best.keras")
-    pen = predict.pen_width(predict.load_model(checkpoint)[1])  # the digits' thin pen, 5-6 px
+    pen = inference.pen_width(predict.load_model(checkpoint)[1])  # the digits' thin pen, 5-6 px
     assert 4.5 < pen < 7, pen
     originals = x[:12].reshape(-1, 56, 56)
     inputs = []
