@@ -64,6 +64,11 @@ def class_names(labels, data):
             for label, name in enumerate(chosen_names(labels, data))]
 
 
+def labels_file_of(data_path):
+    """Where the class names of a pickle (or .npz) are kept: PATH-labels.txt beside PATH.pkl."""
+    return os.path.splitext(data_path)[0] + LABELS_SUFFIX
+
+
 def names_beside(path):
     """The class names, one per label, in the PATH-labels.txt beside a pickle (what
     --output writes with it), or None where there is none."""

@@ -218,7 +218,7 @@ def validate(x, y, path, num_classes=data_format.NUM_CLASSES, named_by=""):
     bad = (y < 0) | (y >= num_classes)
     if bad.any():
         fix = (f"name them in {named_by}" if named_by else "relabel them into that range, or "
-               f"name your classes in {os.path.splitext(path)[0] + classes.LABELS_SUFFIX}")
+               f"name your classes in {classes.labels_file_of(path)}")
         raise UserError(f"{path}: labels must lie in 0..{num_classes - 1}"
                         f"{' (the classes ' + named_by + ' names)' if named_by else ''}, found "
                         f"{np.unique(y[bad])[:5].tolist()}: {fix}")

@@ -88,16 +88,10 @@ def check_compatible(model, num_classes):
                         f"and {num_classes} classes: it belongs to another project or dataset")
 
 
-def check_batch_size(batch_size):
-    if batch_size < 1:
-        raise UserError(f"--batch_size={batch_size}: it must be at least 1")
-
-
 def probabilities(model, x, batch_size=BATCH_SIZE):
     """Class probabilities (N x classes, float32) for N x 3136 (or N x 56 x 56) binary images,
     in batches of `batch_size`, from `model`: a Keras model, a loaded SavedModel (its serve
     function, as export.py writes it), or the path of a TFLite file (LiteRT's interpreter)."""
-    check_batch_size(batch_size)
     images = np.asarray(x).reshape(-1, *data_format.IMAGE_SHAPE)
     if isinstance(model, str):
         forward = tflite_forward(model)

@@ -227,7 +227,7 @@ def _loader(source):
             "source_sha256": sha, "num_classes": len(names), "class_names": names})
     raw = data_sources.read_bytes(source)
     sha = hashlib.sha256(raw).hexdigest()
-    names_path = os.path.splitext(source)[0] + classes.LABELS_SUFFIX
+    names_path = classes.labels_file_of(source)
     names = classes.names_beside(names_path)
     # the names decide the classes, so they are part of the cache's key
     key = hashlib.sha256(f"{sha}{names}".encode()).hexdigest()[:16] if names else sha[:16]
@@ -292,7 +292,7 @@ def write_users_pickle(prepared, path):
     one per class), which every script reads with the pickle. Returns the labels file's
     path."""
     manifest = prepared["manifest"]
-    labels_path = os.path.splitext(path)[0] + classes.LABELS_SUFFIX
+    labels_path = classes.labels_file_of(path)
     names = classes.names_of_classes(manifest)
     write_text_atomic(labels_path, "".join(f"{label} {name or label}\n"
                                            for label, name in enumerate(names)))
