@@ -110,10 +110,12 @@ def as_numbers(values):
     return np.asarray(values, dtype=None if numbers else np.float64)
 
 
-def check_growth(size, file_size, path):
+def check_growth(size, file_size, path, bound=None):
     """A clear error, before they are built, for arrays of `size` bytes that a file of
-    `file_size` bytes cannot honestly hold (MAX_GROWTH), or that this machine cannot hold."""
-    bound = max(MAX_GROWTH * file_size, MIN_BOUND_MB * 2 ** 20)
+    `file_size` bytes cannot honestly hold (`bound`, by default MAX_GROWTH times the file), or
+    that this machine cannot hold."""
+    if bound is None:
+        bound = max(MAX_GROWTH * file_size, MIN_BOUND_MB * 2 ** 20)
     memory = _physical_memory()
     if size > bound or (memory and size > memory / 2):
         shown = "endlessly nested lists" if size == math.inf else f"{size / 2 ** 30:.1f} GB"
@@ -141,12 +143,15 @@ def load_pickle(raw, path):
 
 def load_npz(raw, path):
     """(x, y) from an .npz with x_packed (N x 392 packed bits) or x (N x 3136), and y. Its
-    arrays' sizes are read from their headers first: a compressed file of zeros could
-    unpack to far more than the machine holds."""
+    arrays' sizes are read from their headers first: a header may promise more than its
+    member holds, and a compressed file of zeros could unpack to more than the machine holds.
+    (Compression itself is honest growth: binary images deflate 50 to 100 times.)"""
     try:
         with zipfile.ZipFile(io.BytesIO(raw)) as archive:
-            check_growth(sum(npy_bytes(archive, name) for name in archive.namelist()),
-                         len(raw), path)
+            sizes = [npy_bytes(archive, name) for name in archive.namelist()]
+            for unpacked, held in sizes:  # each array in the bytes its own member holds
+                check_growth(unpacked, len(raw), path, bound=held)
+            check_growth(sum(unpacked for unpacked, _ in sizes), len(raw), path, bound=math.inf)
         with np.load(io.BytesIO(raw), allow_pickle=False) as npz:
             x = np.unpackbits(npz["x_packed"], axis=1) if "x_packed" in npz else npz["x"]
             return x, npz["y"]
@@ -158,8 +163,9 @@ def load_npz(raw, path):
 
 
 def npy_bytes(archive, name):
-    """The size of the array that the .npy member `name` of an open zip holds, from its
-    header alone (the bytes after it are not read)."""
+    """(bytes once loaded, bytes its member must then hold) of the array in the .npy member
+    `name` of an open zip (packed bits count unpacked), from its header alone (the bytes
+    after it are not read): the member must hold that many, as its size in the zip says."""
     with archive.open(name) as member:
         read_header = {(1, 0): np.lib.format.read_array_header_1_0,
                        (2, 0): np.lib.format.read_array_header_2_0}
@@ -168,7 +174,9 @@ def npy_bytes(archive, name):
             raise ValueError(f"{name} is an .npy of format {version}, which is not read here")
         shape, _, dtype = read_header[version](member)
     unpacked = 8 if name == "x_packed.npy" else 1  # bits, unpacked into a byte each
-    return math.prod(shape) * dtype.itemsize * unpacked
+    size = math.prod(shape) * dtype.itemsize
+    held = archive.getinfo(name).file_size
+    return size * unpacked, held * unpacked if size <= held else 0
 
 
 def validate(x, y, path, num_classes=data_format.NUM_CLASSES, named_by=""):

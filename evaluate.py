@@ -16,6 +16,7 @@ import sys
 import numpy as np
 
 from common import UserError, configure, lazy_import, run
+import calibration
 import classes
 import inference
 import prepare_data
@@ -32,6 +33,8 @@ PLOTS = False                  # True: also write the confusion matrix, errors a
 JSON = False                   # True: print the metrics as one JSON object instead of the report
                                # (accuracy, top-2/3, look-alikes merged, per class, confusion matrix)
 TOP_CONFUSIONS = 10            # how many of the most confused pairs to list
+CONFIDENCES = "0.5,0.7,0.9,0.95"  # accuracy against coverage: the answers at or above each of
+                                  # these confidences (predict.py's --min_confidence: "not sure")
 LOOK_ALIKES = ("0O", "1I", "2Z", "5S")  # characters that only context tells apart: also scored
                                          # as one (by the class names)
 _FIXED = ("LOOK_ALIKES",)
@@ -97,6 +100,33 @@ def look_alike_groups(raw_names):
     return group, found
 
 
+def parse_confidences(text):
+    try:
+        values = [float(word) for word in text.split(",")]
+    except ValueError:
+        values = []
+    if not values or not all(0 <= value <= 1 for value in values):
+        raise UserError(f"--confidences={text}: expected probabilities such as 0.5,0.9")
+    return values
+
+
+def confidence_report(y, probabilities, record, thresholds):
+    """What --json keeps of the probabilities' honesty: the calibration error now and, for a
+    model that train.py calibrated, before (its probabilities with the temperature undone),
+    and the accuracy against coverage at each threshold."""
+    fitted = record.get("calibration")
+    report = {"ece": calibration.expected_calibration_error(probabilities, y),
+              "temperature": fitted["temperature"] if fitted else None,
+              "coverage": [{"min_confidence": threshold, "answered": answered,
+                            "accuracy": accuracy}
+                           for threshold, answered, accuracy in
+                           calibration.coverage(probabilities, y, thresholds)]}
+    if fitted:
+        report["ece_before_calibration"] = calibration.expected_calibration_error(
+            calibration.rescale(probabilities, 1 / fitted["temperature"]), y)
+    return report
+
+
 def metrics(y, probabilities, raw_names, names):
     """What --json writes: accuracies (top-1, -2, -3, look-alikes merged), per-class
     precision, recall, F1 and support, and the confusion matrix (rows true, columns
@@ -122,6 +152,23 @@ def metrics(y, probabilities, raw_names, names):
     }
 
 
+def confidence_lines(report, split):
+    """The report's lines on how far the probabilities can be trusted."""
+    if report["temperature"]:
+        lines = [f"\ncalibration error, {split} split: {report['ece']:.2%} (before the "
+                 f"temperature {report['temperature']:.3f} that train.py fitted on the "
+                 f"validation split: {report['ece_before_calibration']:.2%})"]
+    else:
+        lines = [f"\ncalibration error, {split} split: {report['ece']:.2%} (not calibrated: "
+                 f"train.py --calibrate=True fits a temperature)"]
+    lines.append("answers at or above a confidence (below it: \"not sure\"):")
+    for row in report["coverage"]:
+        accuracy = "-" if row["answered"] == 0 else f"{row['accuracy']:.4f}"
+        lines.append(f"  {row['min_confidence']:>5g}: {row['answered']:6.1%} answered, "
+                     f"accuracy {accuracy}")
+    return lines
+
+
 def write_plots(checkpoint, split, record, x, y, probabilities, names, matrix, log=sys.stdout):
     """The confusion matrix, the errors and the training curves, as PNGs beside the
     checkpoint; their paths printed to `log`."""
@@ -137,6 +184,9 @@ def write_plots(checkpoint, split, record, x, y, probabilities, names, matrix, l
                                 probabilities[wrong, predicted[wrong]], names,
                                 f"{stem}-errors-{split}.png"),
     ]
+    paths.append(plots.reliability_png(calibration.reliability(probabilities, y),
+                                       f"{stem}-reliability-{split}.png",
+                                       f"reliability on the {split} split"))
     if record.get("history"):
         paths.append(plots.training_curves_png(record["history"], record.get("best_epoch", 0),
                                                f"{stem}-curves.png"))
@@ -146,6 +196,7 @@ def write_plots(checkpoint, split, record, x, y, probabilities, names, matrix, l
 
 def main(argv=None):
     settings = configure(globals(), positional="CHECKPOINT", argv=argv)
+    thresholds = parse_confidences(settings.confidences)
     split, checkpoint = settings.split, settings.checkpoint
     record = inference.read_record(checkpoint)  # and the data before the model: at once
     names = classes.class_names(settings.labels, record["data"])
@@ -155,6 +206,7 @@ def main(argv=None):
     probabilities = inference.probabilities(model, x, settings.batch_size)
     scores = metrics(y, probabilities, classes.chosen_names(settings.labels, record["data"]),
                      names)
+    scores["confidence"] = confidence_report(y, probabilities, record, thresholds)
     matrix = np.array(scores["confusion_matrix"])
     if settings.plots:  # (with --json, the paths go to stderr: stdout is the JSON alone)
         write_plots(checkpoint, split, record, x, y, probabilities, names, matrix,
@@ -180,6 +232,7 @@ def main(argv=None):
               f"{scores['look_alikes_merged_accuracy']:.4f}\n")
     print(f"most confused pairs, {split} split (true -> predicted, count, share of the class):")
     print("\n".join(confused_pairs(matrix, names, settings.top_confusions)))
+    print("\n".join(confidence_lines(scores["confidence"], split)))
     correct = int(np.sum(predicted == y))
     print(f"{split} accuracy: {correct / len(y):.4f} ({correct}/{len(y)})")
 

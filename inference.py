@@ -36,8 +36,11 @@ def read_record(path):
         with open(record_path(path)) as f:
             record = json.load(f)
         record["data"]["source"], record["data"]["source_sha256"], record["data"]["seed"]
-        if inside and "best_epoch" in inside and (record.get("run_id"), record.get(
-                "best_epoch")) != (inside.get("run_id"), inside["best_epoch"]):
+        if inside and "best_epoch" in inside and run_state.describes(record)[:2] == \
+                run_state.describes(inside)[:2]:
+            return {**record, "calibration": inside.get("calibration")}  # the model's own
+        if inside and "best_epoch" in inside and run_state.describes(record) != \
+                run_state.describes(inside):
             print(f"note: {record_path(path)} describes another epoch than {path} (a run "
                   f"stopped between their writes): using the record inside the model",
                   file=sys.stderr)

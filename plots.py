@@ -72,3 +72,29 @@ def misclassified_png(images, true, predicted, confidence, names, path, limit=48
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def reliability_png(rows, path, title):
+    """The reliability diagram: per confidence bin, how often the answers were right against
+    how sure they were (on the diagonal: honest), and how many images each bin holds."""
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(5, 6), sharex=True,
+                                      gridspec_kw={"height_ratios": [3, 1]})
+    low, high, counts, confidence, accuracy = (np.array(column) for column in zip(*rows))
+    top.bar(low, accuracy, width=high - low, align="edge", edgecolor="black",
+            color="tab:blue", label="accuracy")
+    top.plot(confidence, confidence, "o", color="tab:orange", markersize=4,
+             label="mean confidence")
+    top.plot([0, 1], [0, 1], "--", color="grey")
+    top.set_ylabel("accuracy")
+    top.set_ylim(0, 1)
+    top.set_title(title)
+    top.legend(loc="upper left")
+    bottom.bar(low, counts, width=high - low, align="edge", color="grey")
+    bottom.set_yscale("log")
+    bottom.set_xlabel("confidence (the best class's probability)")
+    bottom.set_ylabel("images")
+    bottom.set_xlim(0, 1)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -7,7 +7,8 @@ Takes image files of any size (PNG, JPEG, ...: photos, scans, canvas exports wit
 transparent background), turned into the training format by framing.py: white strokes on
 black, the character cropped to its ink, scaled to fill a 56x56 frame and made binary. Also
 .npy or pickle arrays of N x 3136 binary pixels. Prints the top 3 characters with their
-probabilities for each image, or "no character found" for an image with no ink.
+probabilities for each image ("not sure" first where the best is below --min_confidence), or
+"no character found" for an image with no ink.
 
 The first run also writes LiteRT copies of the model and of the framing into lite/ beside the
 checkpoint (the same functions, converted); later runs answer from them without starting
@@ -39,6 +40,9 @@ tf = lazy_import("tensorflow")  # loaded on first use: --help and mistakes answe
 CHECKPOINT = "out/best.keras"  # a model written by train.py
 LABELS = "auto"                # class names: auto (by the checkpoint's data), none, or a PATH
 TOP = 3                        # how many best guesses to print per image
+MIN_CONFIDENCE = 0.5           # below this probability the answer is "not sure" (the guesses
+                               # still follow); train.py calibrates the probabilities, so 0.5
+                               # means right about half the time (evaluate.py: coverage)
 JSON = False                   # True: one JSON object per line instead of text
 MIN_STROKE = 0.0               # image files: strokes thinner than this many pixels at 56x56
                                # are widened first (a big photo's thin pen lines would vanish);
@@ -53,7 +57,8 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".we
 ARRAY_SUFFIXES = (".npy", ".pkl", ".pickle")  # N x 3136 arrays: numpy's, or a pickle's
 NO_CHARACTER = -1              # predict()'s answer for an image with no ink
 _FIXED = ("NO_CHARACTER",)
-_RANGES = {"TOP": "[1, inf)", "MIN_STROKE": "[0, 20]", "SPECK_SHARE": "[0, 1)"}  # check_values
+_RANGES = {"TOP": "[1, inf)", "MIN_CONFIDENCE": "[0, 1]", "MIN_STROKE": "[0, 20]",
+           "SPECK_SHARE": "[0, 1)"}  # check_values
 
 
 @functools.lru_cache(maxsize=4)
@@ -191,12 +196,14 @@ def main(argv=None):
                   else f"{name}: no character found")
         elif settings.json:
             print(json.dumps({"input": name, "found": True, "label": int(best[0]),
+                              "sure": bool(row[best[0]] >= settings.min_confidence),
                               "top": [{"label": int(label), "name": class_names[label],
                                        "probability": round(float(row[label]), 4)}
                                       for label in best]}))
         else:
             guesses = "  ".join(f"{class_names[label]} {row[label]:.3f}" for label in best)
-            print(f"{name}: {guesses}")
+            sure = row[best[0]] >= settings.min_confidence
+            print(f"{name}: {guesses}" if sure else f"{name}: not sure; best guesses {guesses}")
     if settings.lite and not lite:
         write_lite_copies(settings.checkpoint)
 

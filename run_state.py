@@ -12,7 +12,7 @@
 - resume/: run.json (the unfinished run's settings and data) and one resume point, the
   checkpoint of its last completed epoch with the history up to it inside (one file, so the
   two can never disagree), removed when the run completes;
-- .lock while a run is training there: one run per folder.
+- .lock while a run is training there: one run per folder (run_lock.py).
 
 Every file is written under a temporary name and renamed. After a kill at any instant the
 resume point is the truth: the epoch after it is trained again, exactly as before, and writes
@@ -26,7 +26,6 @@ import json
 import math
 import os
 import shutil
-import socket
 import sys
 import zipfile
 
@@ -38,7 +37,6 @@ keras = lazy_import("keras")  # loaded on first use: checking a run's records ne
 
 MODEL_NOTE = "image_classifier.json"  # a best.keras's record, inside its zip
 RESUME_NOTE = "image_classifier_resume.json"  # a resume point's run id and history, likewise
-LOCK = ".lock"                        # held (an OS file lock) by the run training in a folder
 EARLIER = "earlier"                   # --set_aside moves another data's best model in here
 
 
@@ -151,16 +149,25 @@ def best_record(out_dir):
 def match_records(out_dir, best):
     """best.json and history.csv describe best.keras again if a run was stopped between their
     writes (by a kill or a full disk) and did not resume: they are rewritten from the record
-    inside best.keras, the truth."""
+    inside best.keras, the truth (only the calibration, if that is all that differs: best.json
+    has the longer history)."""
     on_disk = read_json(os.path.join(out_dir, "best.json")) or {}
-    if (on_disk.get("run_id"), on_disk.get("best_epoch")) == (best.get("run_id"),
-                                                                best.get("best_epoch")):
+    if describes(on_disk) == describes(best):
+        return
+    if describes(on_disk)[:2] == describes(best)[:2]:
+        write_text_atomic(os.path.join(out_dir, "best.json"), json.dumps(
+            {**on_disk, "calibration": best.get("calibration")}, indent=1) + "\n")
         return
     write_text_atomic(os.path.join(out_dir, "best.json"), json.dumps(best, indent=1) + "\n")
     write_history(os.path.join(out_dir, "history.csv"), best["history"])
     print(f"note: {out_dir}/best.json did not describe {out_dir}/best.keras (a run stopped "
           f"between their writes): rewrote it and history.csv from the record inside the model",
           file=sys.stderr)
+
+
+def describes(record):
+    """Which model a record describes: its run, epoch and calibration."""
+    return record.get("run_id"), record.get("best_epoch"), record.get("calibration")
 
 
 def set_aside(out_dir, best):
@@ -174,47 +181,6 @@ def set_aside(out_dir, best):
         if os.path.exists(os.path.join(out_dir, name)):
             os.replace(os.path.join(out_dir, name), os.path.join(folder, name))
     return folder
-
-
-# ---------------------------------------------------------------------------- one run per folder
-
-@contextlib.contextmanager
-def claim(out_dir):
-    """Holds an exclusive OS lock (flock) on out_dir/.lock for the block: a second run there is
-    refused at once, naming the first. The lock dies with its process, so a killed run's folder
-    is free at once. (Without fcntl, on Windows, runs are not locked.)"""
-    try:
-        import fcntl
-    except ImportError:
-        yield
-        return
-    path = os.path.join(out_dir, LOCK)
-    while True:
-        descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-        try:
-            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:  # held by another process
-            holder = os.read(descriptor, 500).decode(errors="replace").strip() or "starting"
-            os.close(descriptor)
-            raise UserError(f"{out_dir} is in use by another training run ({holder}): wait "
-                            f"for it to end or stop it, or choose another --out_dir") from None
-        try:  # a run that ended removed the file it locked: lock the one at `path` now
-            if os.stat(path).st_ino == os.fstat(descriptor).st_ino:
-                break
-        except FileNotFoundError:
-            pass
-        os.close(descriptor)
-    started = datetime.datetime.now().strftime("%Y-%m-%d %H:%M:%S")
-    os.ftruncate(descriptor, 0)
-    os.write(descriptor, f"pid {os.getpid()} on {socket.gethostname()}, started {started}: "
-                         f"{' '.join([os.path.basename(sys.argv[0])] + sys.argv[1:])[:300]}"
-             .encode())
-    try:
-        yield
-    finally:
-        with contextlib.suppress(OSError):
-            os.remove(path)  # while still held: a run waiting on it then locks a new file
-        os.close(descriptor)
 
 
 # ---------------------------------------------------------------------------- start or resume
@@ -293,10 +259,16 @@ def differences(out_dir, run_info, data, settings, resumable):
     changed = sorted(key for key, value in settings.items()
                      if key not in resumable and run_info["settings"].get(key, value) != value)
     if changed:
-        was = ", ".join(f"--{key.lower()}={run_info['settings'][key]}" for key in changed)
+        was = ", ".join(shown_setting(key, run_info["settings"][key]) for key in changed)
         return (f"{out_dir} holds an unfinished run with other settings ({was}): resume it "
                 f"with those, start over with --fresh=True, or use another --out_dir")
     return ""
+
+
+def shown_setting(key, value):
+    if isinstance(value, dict) and "run_id" in value:  # a model it learnt from, by its run
+        return f"{key.lower()}: the model of run {value['run_id']}"
+    return f"--{key.lower()}={value}"
 
 
 def remove_leftovers(out_dir):
@@ -326,13 +298,14 @@ def check_resumable(out_dir, run_info, data, settings, resumable, resume_path, e
 
 # ---------------------------------------------------------------------------- after each epoch
 
-def keep_best(out_dir, run_info, history, best, patience, write_dir=None):
+def keep_best(out_dir, run_info, history, best, patience, write_dir=None, network=None):
     """A Keras callback that after every epoch saves best.keras (atomically) only when the
     epoch beats `best` (the record of best.keras so far, None if there is none), keeps
     best.json and the run's history up to date, saves a resume point, and stops after
     `patience` epochs without improvement (None: never). Stops with a clear error if the loss
     turns NaN, leaving the last good files untouched. A worker that is not the chief writes
-    the same files into a scratch folder, never over the chief's. (The class is made here,
+    the same files into a scratch folder, never over the chief's. best.keras holds `network`
+    (default: the model trained; a Distiller's student is saved alone). (The class is made here,
     when training starts: its base is Keras's, and importing run_state.py must not load
     TensorFlow.)"""
 
@@ -360,6 +333,8 @@ def keep_best(out_dir, run_info, history, best, patience, write_dir=None):
             rate = keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)  # schedules too
             row = {"epoch": epoch + 1, **{k: float(v) for k, v in logs.items()},
                    "learning_rate": float(rate)}
+            if "val_student_loss" in row:  # a Distiller's val_loss adds the teacher's term
+                row["val_loss"] = row["val_student_loss"]  # compared with plain runs': not it
             self.history.append(row)
             # The writes, in an order that a kill may cut anywhere: the resume point, last,
             # is the truth; a resumed run trains the epoch after it again and rewrites the rest.
@@ -370,8 +345,8 @@ def keep_best(out_dir, run_info, history, best, patience, write_dir=None):
                 model_note = {**self.best, "data": {
                     **self.run_info["data"],
                     "class_names": classes.names_of_classes(self.run_info["data"])}}
-                save_with_note(self.model, os.path.join(self.write_dir, "best.keras"),
-                               model_note)
+                save_with_note(network or self.model,
+                               os.path.join(self.write_dir, "best.keras"), model_note)
                 self.owns_best = True
             if self.owns_best:
                 write_text_atomic(os.path.join(self.write_dir, "best.json"), json.dumps(

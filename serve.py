@@ -39,6 +39,7 @@ MAX_UPLOAD_MB = 5.0            # uploads of more megabytes than this are refused
 MAX_PIXELS = 40_000_000        # images of more pixels (width x height) are refused undecoded
 LABELS = "auto"                # class names: auto (by the checkpoint's data), none, or a PATH
 TOP = 3                        # how many best guesses the page shows
+MIN_CONFIDENCE = 0.5           # below this probability the page says "not sure" over its guesses
 LARGE_PIXELS = 1_000_000       # uploads of more pixels are framed one at a time, apart from
                                # the smaller ones (a drawing: 280 x 280), never holding them up
 SMALL_SLOTS = 2                # how many smaller uploads are framed at once; past that (or a
@@ -47,7 +48,8 @@ SMALL_SLOTS = 2                # how many smaller uploads are framed at once; pa
 WEB_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "web")
 _FIXED = ("WEB_DIR",)  # not a setting: the page ships with the code
 _RANGES = {"PORT": "[0, 65535]", "MAX_UPLOAD_MB": "(0, inf)", "MAX_PIXELS": "[1, inf)",
-           "TOP": "[1, inf)", "LARGE_PIXELS": "[0, inf)", "SMALL_SLOTS": "[1, inf)"}  # check_values
+           "TOP": "[1, inf)", "MIN_CONFIDENCE": "[0, 1]", "LARGE_PIXELS": "[0, inf)",
+           "SMALL_SLOTS": "[1, inf)"}  # check_values
 
 
 def png_data_url(pixels):
@@ -97,7 +99,7 @@ def other_site(headers, host=HOST):
 
 def create_app(checkpoint, labels=LABELS, top=TOP, max_upload_mb=MAX_UPLOAD_MB,
                max_pixels=MAX_PIXELS, large_pixels=LARGE_PIXELS, small_slots=SMALL_SLOTS,
-               host=HOST):
+               host=HOST, min_confidence=MIN_CONFIDENCE):
     """The Flask app for one checkpoint, loaded (and checked) once, before serving on `host`."""
     from flask import Flask, jsonify, request, send_from_directory
     record = inference.read_record(checkpoint)
@@ -146,6 +148,7 @@ def create_app(checkpoint, labels=LABELS, top=TOP, max_upload_mb=MAX_UPLOAD_MB,
         return jsonify(top=[{"label": int(label), "name": names[label],
                              "probability": round(float(probabilities[label]), 4)}
                             for label in best],
+                       sure=bool(probabilities[best[0]] >= min_confidence),
                        seen=png_data_url(pixels))
 
     @app.errorhandler(413)
@@ -164,7 +167,8 @@ def main(argv=None):
         print(f"warning: --host={host} serves the page to the network, but Flask's development "
               f"server is meant for one person on this machine", file=sys.stderr, flush=True)
     app = create_app(settings.checkpoint, settings.labels, settings.top, settings.max_upload_mb,
-                     settings.max_pixels, settings.large_pixels, settings.small_slots, host)
+                     settings.max_pixels, settings.large_pixels, settings.small_slots, host,
+                     settings.min_confidence)
     try:
         server = make_server(host, port, app, threaded=True)
     except (OSError, SystemExit) as error:

@@ -22,12 +22,17 @@ import time
 from common import UserError, as_record, check_values, configure, defaults as defaults_of, \
     lazy_import, pick, quiet_native_stderr, run
 import augment  # its settings are train.py's too
+import calibration
 import classes
 import data_format
 import devices
+import inference
 import model  # likewise: the model's sizes
+from pipeline import make_dataset, make_training_dataset  # noqa: F401  (also train.make_...)
 import prepare_data
+import run_lock
 import run_state
+import transfer
 
 keras = lazy_import("keras")  # loaded on first use, once the settings and data are checked
 tf = lazy_import("tensorflow")
@@ -50,6 +55,17 @@ PATIENCE = 6              # epochs without a better validation accuracy before t
                           # (never under cosine decay: stopping would cut it short)
 WEIGHT_DECAY = 0.0        # >0: AdamW, with decoupled weight decay of this strength
 LABEL_SMOOTHING = 0.0     # >0: spread this much of each target over the other classes
+TEACHER = ""              # a best.keras of `python train.py --network=teacher` on the same --data
+                          # and --seed: the network learns from its softened outputs too
+DISTILL_TEMPERATURE = 4.0 # (with --teacher) divides both networks' class scores before they are
+                          # compared: higher shows more of the teacher's second guesses
+LABEL_WEIGHT = 0.5        # (with --teacher) the labels' share of the loss; the teacher's: the rest
+INIT_FROM = ""            # a best.keras to start from: its weights, layer by layer, its head only
+                          # where the classes agree (else a new head)
+FREEZE_EPOCHS = 0         # (with --init_from) the convolutions stay as given for this many
+                          # epochs, while the layers after them learn
+CALIBRATE = True          # at the end, fit a temperature on the validation split and keep it
+                          # inside best.keras: honest probabilities, the same accuracy
 AUGMENT = True            # random crop, scale and rotation of training images (their ranges:
                           # --crop_px, --scale, --rotate and augment.py's other settings)
 AUGMENT_EPOCHS = -1       # >0: augment only the first this many epochs, then clean images;
@@ -72,12 +88,14 @@ TENSORBOARD = False       # True: also write TensorBoard logs (loss, accuracy, l
 
 # Settings that may differ when a run is resumed: they do not change what is computed.
 RESUMABLE_CHANGES = {"DATA", "PREPARED_DIR", "OUT_DIR", "FRESH", "SET_ASIDE", "VERBOSE",
-                     "DISTRIBUTE", "TENSORBOARD"}
+                     "DISTRIBUTE", "TENSORBOARD", "CALIBRATE"}
 # What each setting may be: an interval, or the choices (common.check_values).
 _RANGES = {"SEED": "[0, 4294967295]", "BATCH_SIZE": "[1, inf)", "EPOCHS": "[1, inf)",
            "LEARNING_RATE": "[0, inf)", "LR_SCHEDULE": ("auto", "plateau", "cosine", "constant"),
            "LR_DROP_PATIENCE": "[1, inf)", "LR_DROP_FACTOR": "(0, 1]", "PATIENCE": "[1, inf)",
            "WEIGHT_DECAY": "[0, inf)", "LABEL_SMOOTHING": "[0, 1)", "AUGMENT_EPOCHS": "[-1, inf)",
+           "DISTILL_TEMPERATURE": "(0, inf)", "LABEL_WEIGHT": "[0, 1]",
+           "FREEZE_EPOCHS": "[0, inf)",
            "SMALL_DATA": "[0, inf)", "DISTRIBUTE": ("auto", "mirrored", "off"),
            "VERBOSE": "[-1, 2]"}
 
@@ -95,6 +113,8 @@ def check_settings(settings, model_settings=True):
     those given from Python); `model_settings`: the settings include model.py's (not when
     another network replaces it, as in bench/deeper.py)."""
     check_values(settings, globals(), vars(augment), *([vars(model)] if model_settings else []))
+    if model_settings:
+        model.parse_widths(settings.teacher_widths)
     augment.check_backend(settings.backend, settings.elastic, settings.stroke)
 
 
@@ -136,55 +156,6 @@ def patience_of(settings):
     return None if settings.lr_schedule == "cosine" else settings.patience
 
 
-# ---------------------------------------------------------------------------- input pipeline
-
-def make_dataset(x, y, batch_size, num_classes=data_format.NUM_CLASSES):
-    """Validation or test batches: (float 56x56x1 images, one-hot labels), in order."""
-    dataset = tf.data.Dataset.from_tensor_slices((x.reshape(-1, *data_format.IMAGE_SHAPE), y))
-    dataset = dataset.batch(batch_size).map(
-        lambda images, labels: (tf.cast(images, tf.float32),
-                                tf.one_hot(labels, num_classes)))
-    return dataset.cache().prefetch(tf.data.AUTOTUNE)
-
-
-def make_training_dataset(x, y, settings, first_epoch, last_epoch,
-                          num_classes=data_format.NUM_CLASSES):
-    """Batches of epochs first_epoch..last_epoch - 1 (0-based), one after the other, of
-    --batch_size images. Each epoch's order and augmentation draws come from (--seed, epoch)
-    alone, so a resumed run sees exactly what the uninterrupted run would have seen; parallel
-    workers cannot change them."""
-    require_resolved(settings)
-    seed, augment_epochs = settings.seed, settings.augment_epochs
-    ranges = pick(settings, vars(augment))
-    images = tf.constant(x.reshape(-1, *data_format.IMAGE_SHAPE))
-    labels = tf.constant(y)
-    count = len(y)
-
-    def one_epoch(epoch):
-        order = tf.argsort(tf.random.stateless_uniform([count], seed=[seed, epoch]))
-        batches = tf.data.Dataset.from_tensor_slices(order).batch(settings.batch_size)
-        return tf.data.Dataset.zip(batches, tf.data.Dataset.range(1 << 30)).map(
-            lambda indices, step: (indices, epoch, step))
-
-    def load(indices, epoch, step):
-        batch = tf.gather(images, indices)
-        if settings.augment:
-            seed_pair = tf.stack([tf.cast(seed, tf.int64), epoch * (1 << 20) + step])
-            augmented = lambda: augment.augment_in_graph(batch, seed_pair, **ranges)  # noqa: E731
-            if augment_epochs > 0:  # a clean finish: the later epochs see the images as they are
-                batch = tf.cond(epoch < augment_epochs, augmented, lambda: batch)
-            else:
-                batch = augmented()
-        return (tf.cast(batch, tf.float32),
-                tf.one_hot(tf.gather(labels, indices), num_classes))
-
-    dataset = tf.data.Dataset.range(first_epoch, last_epoch).flat_map(one_epoch)
-    dataset = dataset.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    options = tf.data.Options()  # several workers: each takes its share of every batch
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    return dataset.with_options(options).prefetch(tf.data.AUTOTUNE)
-
-
 # ---------------------------------------------------------------------------- model, schedule
 
 def plateau_learning_rate(history, settings):
@@ -202,11 +173,11 @@ def plateau_learning_rate(history, settings):
     return rate
 
 
-def epoch_state(history, settings):
+def epoch_state(history, settings, network):
     """A Keras callback that sets before each epoch the learning rate of a plateau schedule
-    (from the history) and the dropout masks' random stream, which depends on (--seed, epoch)
-    only. Keras does not save the dropout generators' state, so without this a resumed run
-    would replay epoch 1's. (The class is made here, when training starts: its base is Keras's,
+    (from the history) and the random stream of `network`'s dropout masks, which depends on
+    (--seed, epoch) only. Keras does not save the dropout generators' state, so without this a
+    resumed run would replay epoch 1's. (The class is made here, when training starts: its base is Keras's,
     and importing train.py must not load TensorFlow.)"""
 
     class EpochState(keras.callbacks.Callback):
@@ -214,7 +185,7 @@ def epoch_state(history, settings):
             if settings.lr_schedule == "plateau":
                 self.model.optimizer.learning_rate.assign(
                     plateau_learning_rate(history, settings))
-            dropouts = [layer for layer in self.model.layers
+            dropouts = [layer for layer in network.layers
                         if isinstance(layer, keras.layers.Dropout)]
             for index, layer in enumerate(dropouts):
                 state = layer.seed_generator.state
@@ -225,20 +196,66 @@ def epoch_state(history, settings):
 
 def new_model(settings, steps_per_epoch=1, build_network=None,
               num_classes=data_format.NUM_CLASSES):
-    """The network (model.py's, with the sizes in `settings`, unless `build_network` takes the
-    number of classes and makes another) with `num_classes` outputs, compiled with this
-    recipe's optimiser and loss."""
+    """The network (model.py's --network, with the sizes in `settings`, unless `build_network`
+    takes the number of classes and makes another) with `num_classes` outputs, compiled with
+    this recipe's optimiser and loss."""
     require_resolved(settings)
     network = (build_network(num_classes) if build_network else
-               model.build_model(num_classes, **pick(settings, vars(model))))
-    rate = settings.learning_rate
-    if settings.lr_schedule == "cosine":
-        rate = keras.optimizers.schedules.CosineDecay(rate, settings.epochs * steps_per_epoch)
-    optimizer = (keras.optimizers.AdamW(rate, weight_decay=settings.weight_decay)
-                 if settings.weight_decay else keras.optimizers.Adam(rate))
+               model.build(num_classes, **pick(settings, vars(model))))
+    compile_network(network, settings, optimizer_of(settings, steps_per_epoch))
+    return network
+
+
+def compile_network(network, settings, optimizer):
     network.compile(optimizer=optimizer, metrics=["accuracy"], loss=keras.losses
                     .CategoricalCrossentropy(label_smoothing=settings.label_smoothing))
-    return network
+
+
+def optimizer_of(settings, steps_per_epoch, first_epoch=0):
+    """The recipe's optimiser, new, for training from `first_epoch` (0-based) on: a cosine
+    decay then starts where the one from epoch 0 would be, and decays to 0 at the end."""
+    rate = settings.learning_rate
+    if settings.lr_schedule == "cosine":
+        rate *= 0.5 * (1 + math.cos(math.pi * first_epoch / settings.epochs))
+        rate = keras.optimizers.schedules.CosineDecay(
+            rate, (settings.epochs - first_epoch) * steps_per_epoch)
+    return (keras.optimizers.AdamW(rate, weight_decay=settings.weight_decay)
+            if settings.weight_decay else keras.optimizers.Adam(rate))
+
+
+def frozen_until(settings):
+    """Until which epoch the convolutions stay as --init_from gave them."""
+    return min(settings.freeze_epochs, settings.epochs) if settings.init_from else 0
+
+
+def network_and_trainer(settings, resume_path, epochs_done, steps_per_epoch, num_classes,
+                        build_network, starting_point, example):
+    """(the network, the model that fit() trains): the network itself, or with --teacher a
+    keras.distillation.Distiller that holds it and the teacher. Restored from the resume
+    point after `epochs_done` epochs if there is one, else new, starting from --init_from's
+    weights if given (`starting_point`: whether its head is kept); its convolutions frozen as
+    they were in the last epoch done (the first, if none). `example`: a batch of images."""
+    if not settings.teacher:
+        if resume_path:
+            return (keras.saving.load_model(resume_path),) * 2
+        network = new_model(settings, steps_per_epoch, build_network, num_classes)
+    else:
+        network = model.build(num_classes, **pick(settings, vars(model)))
+    until = frozen_until(settings)
+    transfer.set_frozen(network, 0 < until and epochs_done <= until)
+    if starting_point is not None and not resume_path:
+        copied = transfer.start_from(network, inference.load_network(settings.init_from),
+                                     starting_point, settings.init_from)
+        print(f"started from {settings.init_from}: {copied} layers' weights"
+              f"{'' if starting_point else ', a new head for these classes'}", flush=True)
+    if not settings.teacher:
+        return network, network
+    trainer = transfer.distiller(inference.load_network(settings.teacher), network,
+                                 settings.distill_temperature, settings.label_weight,
+                                 settings.label_smoothing, optimizer_of(settings, steps_per_epoch))
+    if resume_path:
+        transfer.restore(trainer, resume_path, example)
+    return network, trainer
 
 
 # ---------------------------------------------------------------------------- the run
@@ -257,7 +274,7 @@ def run_training(settings, build_network=None):
     chief, role = devices.worker_role(settings.distribute)
     # One run per folder: the chief holds it for the whole run (the other workers write
     # scratch files only), so a second run there is refused before it reads anything.
-    with run_state.claim(out_dir) if chief else contextlib.nullcontext():
+    with run_lock.claim(out_dir) if chief else contextlib.nullcontext():
         return train_in_folder(settings, build_network, chief, role)
 
 
@@ -271,11 +288,24 @@ def train_in_folder(settings, build_network, chief, role):
         raise UserError(f"{settings.data} leaves no image for validation: every class has fewer "
                         f"than 3 distinct images; add images")
     settings, rule = resolve(settings, len(data["y_train"]))  # before the settings are recorded
+    if settings.freeze_epochs and not settings.init_from:
+        raise UserError("--freeze_epochs freezes the convolutions that --init_from gives: pass "
+                        "--init_from=PATH too, or leave --freeze_epochs=0")
     num_classes = classes.num_classes_of(data["manifest"])  # the head fits the data
     out_dir = settings.out_dir
+    fingerprint = run_state.data_fingerprint(data["manifest"], data["x_train"])
+    # what --teacher and --init_from name, kept with the settings: a resume must find the same
+    learnt_from, starting_point = {"TEACHER_RUN": None, "INIT_RUN": None}, None
+    if settings.teacher:
+        learnt_from["TEACHER_RUN"] = transfer.source_summary(
+            transfer.teacher_record(settings.teacher, fingerprint, settings.out_dir))
+    if settings.init_from:
+        start, starting_point = transfer.start_record(settings.init_from, fingerprint,
+                                                      settings.out_dir)
+        learnt_from["INIT_RUN"] = {**transfer.source_summary(start), "head_kept": starting_point}
     run_info, resume_path, epochs_done, history, best = run_state.start_or_resume(
-        out_dir, run_state.data_fingerprint(data["manifest"], data["x_train"]),
-        as_record(settings), settings.fresh, RESUMABLE_CHANGES, chief, settings.set_aside)
+        out_dir, fingerprint, {**as_record(settings), **learnt_from}, settings.fresh,
+        RESUMABLE_CHANGES, chief, settings.set_aside)
     write_dir = out_dir if chief else os.path.join(out_dir, f".scratch-{role.replace(' ', '-')}")
 
     with quiet_native_stderr():  # TensorFlow starts here, with its C++ notices
@@ -293,32 +323,57 @@ def train_in_folder(settings, build_network, chief, role):
                                   settings.epochs, num_classes)
     # No gradients for validation: big batches are faster.
     val = make_dataset(data["x_val"], data["y_val"], max(settings.batch_size, 512), num_classes)
+    multiworker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+    if multiworker and (settings.teacher or frozen_until(settings)):
+        raise UserError("--teacher and --freeze_epochs are not supported on several workers: "
+                        "train on one machine")
     with strategy.scope():
-        network = (keras.saving.load_model(resume_path) if resume_path
-                   else new_model(settings, steps_per_epoch, build_network, num_classes))
-    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        network, trainer = network_and_trainer(
+            settings, resume_path, epochs_done, steps_per_epoch, num_classes, build_network,
+            starting_point, data["x_val"][:1].reshape(-1, *data_format.IMAGE_SHAPE)
+            .astype("float32"))
+    if multiworker:
         devices.mend_keras_for_multiworker(network, strategy, data_format.IMAGE_SHAPE, num_classes)
     keeper = run_state.keep_best(out_dir, run_info, history, best, patience_of(settings),
-                                write_dir)
+                                 write_dir, network)
     print(f"training on {len(data['y_train'])} images in {num_classes} classes, validating on "
           f"{len(data['y_val'])}; "
           f"{network.count_params():,} parameters; augmentation {augmentation_plan(settings)}; "
-          f"learning rate {settings.lr_schedule}", flush=True)
+          f"learning rate {settings.lr_schedule}"
+          f"{f'; learning from {settings.teacher} too' if settings.teacher else ''}", flush=True)
     if rule:
         print(f"chose {rule}", flush=True)
-    callbacks = [epoch_state(history, settings), keeper]
+    callbacks = [epoch_state(history, settings, network), keeper]
     if settings.tensorboard:  # per epoch, continued by a resumed run; the graph is not needed
         callbacks.append(keras.callbacks.TensorBoard(os.path.join(write_dir, "tensorboard"),
                                                      write_graph=False))
         print(f"TensorBoard logs in {os.path.join(write_dir, 'tensorboard')}: tensorboard "
               f"--logdir {os.path.join(write_dir, 'tensorboard')}", flush=True)
     started = time.time()
-    if epochs_done < settings.epochs and not run_state.stopped_improving(
-            history, patience_of(settings)):
-        network.fit(train, validation_data=val, epochs=settings.epochs,
-                    initial_epoch=epochs_done, steps_per_epoch=steps_per_epoch,
-                    callbacks=callbacks, verbose=verbose,
-                    shuffle=False)  # shuffled by the dataset, per epoch
+
+    def fit(first, last):  # epochs first..last - 1 (0-based), unless early stopping ended it
+        if first < last and not run_state.stopped_improving(history, patience_of(settings)):
+            trainer.fit(train if first == epochs_done else make_training_dataset(
+                            data["x_train"], data["y_train"], settings, first, settings.epochs,
+                            num_classes),
+                        validation_data=val, epochs=last, initial_epoch=first,
+                        steps_per_epoch=steps_per_epoch, callbacks=callbacks, verbose=verbose,
+                        shuffle=False)  # shuffled by the dataset, per epoch
+    fit(epochs_done, frozen_until(settings))  # (none, without --freeze_epochs)
+    if transfer.set_frozen(network, False):  # the whole network learns from here, with an
+        with strategy.scope():               # optimiser of its own (Adam's moments from 0)
+            optimizer = optimizer_of(settings, steps_per_epoch, frozen_until(settings))
+            if settings.teacher:
+                transfer.compile_distiller(trainer, settings.label_smoothing, optimizer)
+            else:
+                compile_network(network, settings, optimizer)
+    fit(max(epochs_done, frozen_until(settings)), settings.epochs)
+    if chief and keeper.owns_best and settings.calibrate:  # before the run counts as complete
+        fitted = calibration.calibrate_best(out_dir, data["x_val"], data["y_val"])
+        print(f"not calibrated: {fitted}" if isinstance(fitted, str) else
+              f"calibrated: temperature {fitted['temperature']:.3f}; expected calibration error "
+              f"on validation {fitted['ece_before']:.2%} -> {fitted['ece_after']:.2%}",
+              flush=True)
     shutil.rmtree(os.path.join(write_dir, "resume"), ignore_errors=True)  # the run is complete
     if not chief:
         shutil.rmtree(write_dir, ignore_errors=True)

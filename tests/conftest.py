@@ -115,3 +115,26 @@ def png_header(width, height):
     return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0,
                                                                0, 0))
             + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+
+
+class Killed(BaseException):
+    """Stands for a kill: not an Exception, so nothing on its way out catches it."""
+
+
+def killed_after(count, folder, monkeypatch):
+    """Makes the `count`-th file operation (an atomic write's rename, or a removal) in
+    `folder` the last thing the process does: it happens, then Killed is raised."""
+    done = []
+
+    def deadly(operation):
+        def wrapper(*args, **kwargs):
+            result = operation(*args, **kwargs)
+            if str(args[-1]).startswith(str(folder)) and not str(args[-1]).endswith(".lock"):
+                done.append(args[-1])
+                if len(done) == count:
+                    raise Killed(args[-1])
+            return result
+        return wrapper
+    monkeypatch.setattr(os, "replace", deadly(os.replace))
+    monkeypatch.setattr(os, "remove", deadly(os.remove))
+    return done

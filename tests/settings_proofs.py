@@ -29,11 +29,23 @@ TRAIN = {  # train.py's own settings; bench/deeper.py passes the same ones to tr
     "distribute": ("test_mirrored_strategy_path_runs_on_one_cpu_replica",),
     "verbose": ("test_settings_of_train_take_effect",),
     "tensorboard": ("test_tensorboard_logs_loss_accuracy_and_learning_rate_per_epoch",),
+    "teacher": ("test_a_student_learns_from_its_teacher_and_resumes_exactly",
+                "test_a_teacher_of_other_data_or_another_split_is_refused"),
+    "distill_temperature": ("test_a_student_learns_from_its_teacher_and_resumes_exactly",),
+    "label_weight": ("test_a_student_learns_from_its_teacher_and_resumes_exactly",),
+    "init_from": ("test_a_run_starts_from_a_trained_model_with_a_new_head_where_classes_differ",),
+    "freeze_epochs": ("test_frozen_convolutions_stay_as_given_then_learn_and_resume_exactly",),
+    "calibrate": ("test_the_temperature_fitted_on_validation_is_inside_the_model",),
 }
 MODEL = {  # model.py's sizes: build_model's arguments, from train.py and model.py's command line
     name: ("test_model_sizes_follow_its_arguments", "test_settings_of_train_take_effect")
     for name in ("filters_1", "kernel_1", "stride_1", "filters_2", "kernel_2", "dense_units",
                  "dropout", "precision")}
+MODEL["network"] = ("test_the_teacher_trains_by_the_same_recipe_and_resumes_exactly",
+                    "test_model_py_shows_the_teacher_and_refuses_bad_widths")
+MODEL["teacher_widths"] = ("test_the_teacher_trains_by_the_same_recipe_and_resumes_exactly",
+                           "test_model_py_shows_the_teacher_and_refuses_bad_widths",
+                           "test_deeper_probe_trains_its_own_network_with_train_py_recipe")
 AUGMENT = {  # augment.py's ranges: from train.py (pipeline) and augment.py's command line (grid)
     "crop_px": ("test_tensorflow_augmentation_matches_the_contract", "test_augment_settings_reach_the_pipeline",
                 "test_preview_grid_shows_originals_and_their_augmented_copies"),
@@ -54,9 +66,7 @@ PROOFS = {
     **{f"model.py --{name}": tests for name, tests in MODEL.items()},
     **{f"augment.py --{name}": tests for name, tests in AUGMENT.items()},
     **{f"bench/deeper.py --{name}": tests + ("test_deeper_probe_trains_its_own_network_with_train_py_recipe",)
-       for name, tests in {**TRAIN, **AUGMENT}.items()},
-    **{f"bench/deeper.py --{name}": ("test_deeper_probe_trains_its_own_network_with_train_py_recipe",)
-       for name in ("widths", "dense_units", "dropout")},
+       for name, tests in {**TRAIN, **MODEL, **AUGMENT}.items()},
     "prepare_data.py --input": ("test_cli_prints_class_table", "test_a_lone_argument_is_the_data_path_where_that_is_obvious",
                                 "test_an_odd_folder_gets_one_clear_line"),
     "prepare_data.py --output": ("test_a_folder_becomes_the_users_pickle",),
@@ -71,6 +81,9 @@ PROOFS = {
     "evaluate.py --plots": ("test_evaluate_reports_and_plots",),
     "evaluate.py --json": ("test_evaluate_json_has_the_metrics_for_machines",),
     "evaluate.py --top_confusions": ("test_settings_of_evaluate_take_effect",),
+    "evaluate.py --confidences": ("test_evaluate_reports_and_plots",),
+    "predict.py --min_confidence": ("test_predict_reads_back_pngs_with_evaluates_labels",),
+    "serve.py --min_confidence": ("test_settings_of_serve", "test_drawing_in_a_real_browser"),
     "predict.py --checkpoint": ("test_predict_reads_back_pngs_with_evaluates_labels",),
     "predict.py --labels": ("test_predict_reads_back_pngs_with_evaluates_labels",),
     "predict.py --top": ("test_predict_reads_back_pngs_with_evaluates_labels",),
@@ -109,6 +122,8 @@ PROOFS = {
        for name in ("only", "repeats", "rounds", "steps", "output")},
     "bench/speed_levers.py --child": ("test_a_speed_levers_process_times_both_ways",
                                       "test_speed_levers_time_each_lever_against_the_baseline"),
+    **{f"bench/starting_points.py --{name}": ("test_starting_points_compare_scratch_and_init_from",)
+       for name in ("data", "sources", "per_class", "seeds", "train_args", "work_dir", "output")},
     **{f"bench/ceiling.py --{name}": (CEILING,)
        for name in ("data", "data_seed", "split", "shift", "labels", "top_confusions",
                     "prepared_dir", "output")},

@@ -16,7 +16,8 @@ from conftest import ROOT, assert_user_error, make_dataset, write_pickle
 BLOCKED = ("tensorflow", "keras", "sklearn", "imgaug", "matplotlib")
 SCRIPTS = ("train.py", "evaluate.py", "predict.py", "export.py", "serve.py", "prepare_data.py",
            "model.py", "augment.py", *(f"bench/{name}.py" for name in (
-               "accuracy", "ceiling", "deeper", "levers", "profile", "speed", "speed_levers")))
+               "accuracy", "ceiling", "deeper", "levers", "profile", "speed", "speed_levers",
+               "starting_points")))
 GENEROUS_SECONDS = 5  # what a slow, busy CI machine needs; bench/speed.py measures the real time
 
 

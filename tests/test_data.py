@@ -236,6 +236,13 @@ def test_a_pickle_that_would_unpack_to_gigabytes_is_refused_before_it_is_built(t
         with archive.open("y.npy", "w") as member:
             np.lib.format.write_array(member, np.zeros(150000, np.int64))
     assert_user_error(prepare_cli(tmp_path, tmp_path / "packed.npz"), "refused to load", "0.4 GB")
+    # compression is honest growth: 78 MB of packed bits in a file of a few hundred KB load
+    rows = np.zeros((25000, 392), np.uint8)
+    rows[:, 7] = 1
+    np.savez_compressed(tmp_path / "honest.npz", x_packed=rows, y=np.arange(25000) % 10)
+    assert os.path.getsize(tmp_path / "honest.npz") * 16 < 25000 * 3136
+    assert data_sources.load_npz(open(tmp_path / "honest.npz", "rb").read(), "honest.npz")[0] \
+        .shape == (25000, 3136)
     # text, which numpy would make as wide as its longest string, is not numbers: refused
     text = write_pickle(tmp_path / "text.pkl", ([["x" * 1000] * 3136] * 100, [0] * 100))
     assert_user_error(prepare_cli(tmp_path, text), "not numbers")

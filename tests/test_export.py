@@ -2,6 +2,7 @@
 repository and agree with the .keras model; their sizes and test accuracies; label names beside
 them; clear refusals."""
 import re
+import json
 import os
 import subprocess
 import sys
@@ -70,6 +71,15 @@ def test_exports_reload_without_this_repo_and_agree(trained_tiny, tmp_path):
     assert int8.shape == expected.shape and np.abs(int8 - expected).max() < 0.1
     assert np.mean(int8.argmax(1) == expected.argmax(1)) >= 0.9
     assert float(printed["model-int8.tflite"]) == round(np.mean(int8.argmax(1) == split["y_test"]), 4)
+    # the exports give predict.py's calibrated probabilities (the temperature is in the weights)
+    assert abs(np.log(record["calibration"]["temperature"])) > 0.05
+    np.save(tmp_path / "flat.npy", split["x_test"][:8])
+    said = run_script("predict.py", "--lite=False", "--json=True", "--top=36", f"--checkpoint={checkpoint}",
+                      "flat.npy", cwd=tmp_path)
+    assert said.returncode == 0, said.stderr[-3000:]
+    for row, served in zip(map(json.loads, said.stdout.splitlines()), np.load(tmp_path / "served.npy")):
+        told = {guess["label"]: guess["probability"] for guess in row["top"]}
+        np.testing.assert_allclose([told[label] for label in range(36)], served, atol=1e-4)
 
 
 def test_export_settings_and_refusals(trained_tiny, tmp_path):

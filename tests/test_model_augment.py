@@ -36,9 +36,9 @@ def test_model_sizes_follow_its_arguments(monkeypatch, capsys):
     assert [layer.rate for layer in model.build_model(dropout=0.25).layers
             if isinstance(layer, model.layers.Dropout)] == [0.25, 0.25]
     mixed = model.build_model(precision="mixed_bfloat16")
-    assert [layer.compute_dtype for layer in mixed.layers[1:-1]] == ["bfloat16"] * 8
+    assert [layer.compute_dtype for layer in mixed.layers[1:-2]] == ["bfloat16"] * 8
     assert {w.dtype for w in mixed.weights} == {"float32"}
-    assert mixed.layers[-1].compute_dtype == "float32"  # the probabilities
+    assert [layer.compute_dtype for layer in mixed.layers[-2:]] == ["float32"] * 2  # logits, probabilities
     assert {layer.compute_dtype for layer in model.build_model().layers} == {"float32"}
     # python model.py --dense_units 64: the summary of that model
     monkeypatch.setattr("sys.argv", ["model.py", "--dense_units", "64", "--filters_1=8"])

@@ -19,11 +19,12 @@ import pytest
 
 import devices
 import prepare_data
+import run_lock
 import run_state
 import train
 from common import UserError, as_record, atomic_path
-from conftest import ROOT, assert_user_error, make_dataset, refusal, run_script, \
-    run_scripts_together, write_pickle
+from conftest import ROOT, Killed, assert_user_error, killed_after, make_dataset, refusal, \
+    run_script, run_scripts_together, write_pickle
 
 
 def history_rows(out_dir):
@@ -96,29 +97,6 @@ def test_killed_run_resumes_exactly_like_an_uninterrupted_one(tmp_path, schedule
         assert (tmp_path / "out" / name).read_bytes() == content, name
     own = glob.glob(str(tmp_path / "out" / "history-*.csv"))
     assert len(own) == 1 and sum(1 for _ in open(own[0])) == 2  # its one epoch, beside
-
-
-class Killed(BaseException):
-    """Stands for a kill: not an Exception, so nothing on its way out catches it."""
-
-
-def killed_after(count, folder, monkeypatch):
-    """Makes the `count`-th file operation (an atomic write's rename, or a removal) in
-    `folder` the last thing the process does: it happens, then Killed is raised."""
-    done = []
-
-    def deadly(operation):
-        def wrapper(*args, **kwargs):
-            result = operation(*args, **kwargs)
-            if str(args[-1]).startswith(str(folder)) and not str(args[-1]).endswith(".lock"):
-                done.append(args[-1])
-                if len(done) == count:
-                    raise Killed(args[-1])
-            return result
-        return wrapper
-    monkeypatch.setattr(os, "replace", deadly(os.replace))
-    monkeypatch.setattr(os, "remove", deadly(os.remove))
-    return done
 
 
 def test_killed_at_every_write_a_run_resumes_to_the_uninterrupted_history(tmp_path,
@@ -196,15 +174,15 @@ def test_a_second_run_in_a_busy_folder_is_refused_and_the_first_runs_as_if_alone
 
 
 def test_the_folder_lock_is_exclusive_and_released(tmp_path):
-    with run_state.claim(str(tmp_path)):
+    with run_lock.claim(str(tmp_path)):
         holder = (tmp_path / ".lock").read_text()
         assert f"pid {os.getpid()}" in holder
         with pytest.raises(UserError, match=f"in use by another training run \\(pid {os.getpid()}"):
-            with run_state.claim(str(tmp_path)):
+            with run_lock.claim(str(tmp_path)):
                 pass
     assert not (tmp_path / ".lock").exists()
     (tmp_path / ".lock").write_text("pid 1: a run killed long ago")  # its lock died with it
-    with run_state.claim(str(tmp_path)):
+    with run_lock.claim(str(tmp_path)):
         assert f"pid {os.getpid()}" in (tmp_path / ".lock").read_text()
 
 
@@ -479,7 +457,7 @@ def test_learning_rate_drops_on_a_plateau_and_cosine_decays():
     assert train.plateau_learning_rate(history, other) == pytest.approx(0.1)  # one drop
 
     model = train.new_model(settings)
-    state = train.epoch_state(history, settings)
+    state = train.epoch_state(history, settings, model)
     state.set_model(model)
     state.on_epoch_begin(len(history))
     assert float(model.optimizer.learning_rate) == 0.125  # what the next epoch trains with
@@ -500,7 +478,8 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_the_good_model(trained_tiny
 
     def diverged(*args, **kwargs):  # a network whose weights have blown up
         network = build(*args, **kwargs)
-        network.layers[-1].bias.assign(np.full(network.layers[-1].bias.shape, np.nan))
+        logits = network.get_layer("logits")
+        logits.bias.assign(np.full(logits.bias.shape, np.nan))
         return network
     monkeypatch.setattr(train, "new_model", diverged)
     monkeypatch.chdir(tmp_path)

@@ -39,14 +39,26 @@ def test_class_names_from_files_and_fallbacks(tmp_path):
 
 def test_evaluate_reports_and_plots(trained_tiny):
     work, _, _ = trained_tiny
-    result = run_script("evaluate.py", "--plots=True", "--split=val", cwd=work)
+    result = run_script("evaluate.py", "--plots=True", "--split=val", "--confidences=0.3,0.6",
+                        cwd=work)
     assert result.returncode == 0, result.stderr[-3000:]
     out = result.stdout
+    # how far the calibrated probabilities can be trusted, and what "not sure" costs
+    record = json.loads((work / "out" / "best.json").read_text())["calibration"]
+    assert (f"calibration error, val split: {record['ece_after']:.2%} (before the temperature "
+            f"{record['temperature']:.3f} that train.py fitted on the validation split: "
+            f"{record['ece_before']:.2%})") in out
+    shares = re.findall(r"^\s+(0\.[36]): +([\d.]+)% answered, accuracy (\S+)$", out, re.M)
+    assert [share[0] for share in shares] == ["0.3", "0.6"], out
+    assert float(shares[0][1]) >= float(shares[1][1])  # a higher bar answers fewer
+    assert_user_error(run_script("evaluate.py", "--confidences=0.5,2", cwd=work),
+                      "--confidences=0.5,2")
     assert "precision" in out and "recall" in out and "f1-score" in out
     assert re.search(r"^\s+14:N\s+\d\.\d{3}\s+\d\.\d{3}\s+\d\.\d{3}\s+2$", out, re.M)
     assert "most confused pairs" in out
     assert out.strip().splitlines()[-1].startswith("val accuracy: ")
-    for name, min_size in (("confusion-val", (900, 900)), ("curves", (800, 300))):
+    for name, min_size in (("confusion-val", (900, 900)), ("curves", (800, 300)),
+                           ("reliability-val", (500, 600))):
         path = work / "out" / f"best-{name}.png"
         assert path.stat().st_size > 5000, path
         with Image.open(path) as image:
@@ -97,11 +109,17 @@ def test_predict_reads_back_pngs_with_evaluates_labels(trained_tiny, tmp_path):
     assert [row["label"] for row in rows[12:]] == expected[:3].tolist()
     assert all(len(row["top"]) == 3 for row in rows)
     assert rows[0]["top"][0]["probability"] >= rows[0]["top"][1]["probability"]
+    assert [row["sure"] for row in rows] == [row["top"][0]["probability"] >= 0.5 for row in rows]
+    for min_confidence, says in (("1", True), ("0", False)):  # "not sure", and its guesses
+        text = run_script("predict.py", "--lite=False", f"--min_confidence={min_confidence}",
+                          f"--checkpoint={work / 'out' / 'best.keras'}", paths[0], cwd=tmp_path)
+        assert ("not sure; best guesses" in text.stdout) is says, text.stdout
+        assert len(re.findall(r"\d+:\S+ \d\.\d{3}", text.stdout)) == 3
     text = run_script("predict.py", "--lite=False",
                       f"--checkpoint={work / 'out' / 'best.keras'}", "--top=2",
                       paths[0], cwd=tmp_path)
     assert text.returncode == 0 and len(re.findall(r"\d+:\S+ \d\.\d{3}", text.stdout)) == 2
-    numbers = run_script("predict.py", "--lite=False",
+    numbers = run_script("predict.py", "--lite=False", "--min_confidence=0",
                          f"--checkpoint={work / 'out' / 'best.keras'}",
                          "--labels", "none", paths[0], cwd=tmp_path)
     assert numbers.returncode == 0 and re.fullmatch(r"\S+: (\d+ \d\.\d{3}  ){2}\d+ \d\.\d{3}\n",

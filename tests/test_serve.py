@@ -84,6 +84,12 @@ def test_settings_of_serve(trained_digits):
     small = post(app, png_bytes((255 * x[0]).reshape(56, 56).astype(np.uint8)))
     assert [g["name"] for g in small.json["top"]] == [str(g["label"]) for g in small.json["top"]]
     assert len(small.json["top"]) == 2
+    assert small.json["sure"] is (small.json["top"][0]["probability"] >= 0.5)  # the default
+    for min_confidence, sure in ((0.0, True), (1.01, False)):
+        strict = serve.create_app(str(work / "out" / "best.keras"),
+                                  min_confidence=min_confidence).test_client()
+        assert post(strict, png_bytes((255 * x[0]).reshape(56, 56).astype(np.uint8))
+                    ).json["sure"] is sure
     big = post(app, png_bytes(np.zeros((100, 100), np.uint8)))
     assert big.status_code == 400 and "over the limit of 5,000" in big.json["error"]
     app = serve.create_app(str(work / "out" / "best.keras"), max_upload_mb=0.001).test_client()
@@ -214,7 +220,7 @@ def served(trained_digits, tmp_path_factory):
     with open(log, "w") as stderr:
         process = subprocess.Popen(
             [sys.executable, os.path.join(ROOT, "serve.py"), str(work / "out" / "best.keras"),
-             "--host=127.0.0.1", "--port", "0", "--top=2"], cwd=folder, stdout=subprocess.PIPE,
+             "--host=127.0.0.1", "--port", "0", "--top=2", "--min_confidence=0.999"], cwd=folder, stdout=subprocess.PIPE,
             stderr=stderr, text=True)
     line = process.stdout.readline()
     address = re.search(r"http://\S+", line)
@@ -264,6 +270,11 @@ def test_drawing_in_a_real_browser(server, tmp_path):
         # the page also answers while the stroke is drawn (a dot, half a stroke), and on a slow
         # machine such an answer can show first: wait for the answer to the whole stroke
         WebDriverWait(browser, 60).until(lambda driver: top_guess(driver) == "1:1")
+        # under --min_confidence the page says so above its guesses
+        best = float(browser.find_element(By.CSS_SELECTOR, "#top li").get_attribute(
+            "data-probability"))
+        verdict = browser.find_element(By.ID, "verdict").text
+        assert verdict == ("not sure; best guesses:" if best < 0.999 else ""), (verdict, best)
         assert browser.find_element(By.ID, "seen").get_attribute("src").startswith(
             "data:image/png;base64,")
         shot = os.environ.get("SERVE_SCREENSHOT") or str(tmp_path / "page.png")
