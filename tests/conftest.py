@@ -121,9 +121,10 @@ class Killed(BaseException):
     """Stands for a kill: not an Exception, so nothing on its way out catches it."""
 
 
-def killed_after(count, folder, monkeypatch):
+def killed_after(count, folder, monkeypatch, named=None):
     """Makes the `count`-th file operation (an atomic write's rename, or a removal) in
-    `folder` the last thing the process does: it happens, then Killed is raised."""
+    `folder` the last thing the process does: it happens, then Killed is raised. `named`:
+    instead, the first operation on a path that ends with it."""
     done = []
 
     def deadly(operation):
@@ -131,7 +132,7 @@ def killed_after(count, folder, monkeypatch):
             result = operation(*args, **kwargs)
             if str(args[-1]).startswith(str(folder)) and not str(args[-1]).endswith(".lock"):
                 done.append(args[-1])
-                if len(done) == count:
+                if len(done) == count or (named and str(args[-1]).endswith(named)):
                     raise Killed(args[-1])
             return result
         return wrapper

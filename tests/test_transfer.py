@@ -30,11 +30,7 @@ def assert_resumes_exactly(args, out_dir, monkeypatch, look=None):
     """Kills the run of `args` just after it saved its first resume point (which `look` may
     look at), runs the same command again, and checks that it ends as the run that was never
     stopped (`args` with out_dir "whole", already trained)."""
-    operations = killed_after(0, out_dir, monkeypatch)  # the writes of a whole run, counted
-    train.main([*args, f"--out_dir={out_dir}-count"])
-    monkeypatch.undo()
-    moment = next(i for i, path in enumerate(operations, 1) if "epoch-0001.keras" in str(path))
-    killed_after(moment, out_dir, monkeypatch)
+    killed_after(0, out_dir, monkeypatch, named="epoch-0001.keras")
     with pytest.raises(Killed):
         train.main([*args, f"--out_dir={out_dir}"])
     monkeypatch.undo()
@@ -173,11 +169,7 @@ def test_frozen_convolutions_stay_as_given_then_learn_and_resume_exactly(tmp_pat
         assert not np.array_equal(point[4], source[4])
     assert_resumes_exactly(args, tmp_path / "killed", monkeypatch, frozen_in_epoch_1)
     # and in epoch 2 the convolutions learn too
-    operations = killed_after(0, tmp_path / "count", monkeypatch)
-    train.main([*args, f"--out_dir={tmp_path / 'count'}"])
-    monkeypatch.undo()
-    moment = next(i for i, path in enumerate(operations, 1) if "epoch-0002.keras" in str(path))
-    killed_after(moment, tmp_path / "two", monkeypatch)
+    killed_after(0, tmp_path / "two", monkeypatch, named="epoch-0002.keras")
     with pytest.raises(Killed):
         train.main([*args, f"--out_dir={tmp_path / 'two'}"])
     monkeypatch.undo()
