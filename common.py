@@ -17,6 +17,7 @@ import dataclasses
 import difflib
 import functools
 import importlib
+import json
 import math
 import os
 import re
@@ -112,11 +113,14 @@ def pick(settings, namespace):
     return {name.lower(): getattr(settings, name.lower()) for name in settings_of(namespace)}
 
 
-def configure(*namespaces, argv=None, positional=None):
+def configure(*namespaces, argv=None, positional=None, origins=None):
     """The settings of the given namespaces (a script's globals(), and e.g. vars(model) so that
     train.py also takes the model's sizes; the first namespace wins a shared name), with the
     overrides of the command line `argv` (default: sys.argv[1:]). `-h`/`--help` prints them with
-    their comments and exits.
+    their comments and exits. Where the namespaces have a SETTINGS setting, a JSON file it
+    names (settings_file) is read first and the command line overrides it; `origins`, a dict,
+    is then filled with where each setting that is not at its default came from: "command
+    line", or the file's path.
 
     An option is `--name=value` or `--name value`; a True/False setting given alone
     (`--fresh`) means True. Arguments that are not options: with positional=None they are
@@ -129,7 +133,7 @@ def configure(*namespaces, argv=None, positional=None):
     values = {}
     for namespace in reversed(namespaces):
         values.update(settings_of(namespace))
-    loose, position = [], 0
+    loose, position, given = [], 0, set()
     while position < len(argv):
         arg = argv[position]
         position += 1
@@ -150,6 +154,15 @@ def configure(*namespaces, argv=None, positional=None):
             else:
                 text, position = following, position + 1
         values[key] = _parse_value(name, text, values[key])
+        given.add(key)
+    if values.get("SETTINGS"):
+        for key, value in settings_file(values["SETTINGS"], values).items():
+            if key not in given:
+                values[key] = value
+                if origins is not None:
+                    origins[key] = values["SETTINGS"]
+    if origins is not None:
+        origins.update(dict.fromkeys(sorted(given), "command line"))
     if positional != "*":
         if loose and (positional is None or len(loose) > 1):
             takes = f"only one, the --{positional.lower()} path" if positional else "none"
@@ -158,9 +171,44 @@ def configure(*namespaces, argv=None, positional=None):
                             f"them)")
         if loose:
             values[positional] = loose[0]
+            if origins is not None:
+                origins[positional] = "command line"
     settings = make_settings({key.lower(): value for key, value in values.items()})
     check_values(settings, *namespaces)  # before anything loads
     return (settings, loose) if positional == "*" else settings
+
+
+def settings_file(path, known):
+    """{NAME: value} from a JSON file of settings, typed like the `known` ones ({NAME: default}):
+    the object itself, or its "settings" member (tune.py's best.json). Plain JSON: reading it
+    runs nothing. A UserError names a missing or unreadable file, an unknown name or a value of
+    the wrong kind."""
+    try:
+        with open(path, "rb") as f:
+            text = f.read(1_000_001)
+        content = json.loads(text)
+    except FileNotFoundError:
+        raise UserError(f"--settings={path}: no such file: give a JSON file of settings, such "
+                        f"as tune.py's best.json") from None
+    except (OSError, ValueError) as error:
+        raise UserError(f"--settings={path}: not a JSON file of settings ({error})") from None
+    found = content.get("settings", content) if isinstance(content, dict) else None
+    if len(text) > 1_000_000 or not isinstance(found, dict):
+        raise UserError(f"--settings={path}: expected a JSON object of settings, "
+                        f'{{"learning_rate": 0.001, ...}} (under "settings" or alone)')
+    values = {}
+    for name, value in found.items():
+        key = str(name).upper()
+        if key not in known or key == "SETTINGS":
+            raise UserError(f"--settings={path}: {name!r} is not a setting of this script "
+                            f"(--help lists them)")
+        default = known[key]
+        expected = type(default) if not isinstance(default, float) else (int, float)
+        if isinstance(value, bool) != isinstance(default, bool) or not isinstance(
+                value, expected) or (isinstance(value, float) and not math.isfinite(value)):
+            raise UserError(f"--settings={path}: {name}={value!r} should be like {default!r}")
+        values[key] = type(default)(value)
+    return values
 
 
 def _unknown(arg, values):

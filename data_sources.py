@@ -313,9 +313,10 @@ def refuse_empty_classes(folder, names, labels):
 
 
 def read_image_folder(folder, names, files):
-    """(x N x 3136, y) from the (label, path) image files of a folder: each framed by
-    framing.py, as predict.py frames a file. Files that are not readable images, or hold no
-    ink, are skipped with a warning that names them; a class left with no image is refused."""
+    """(x N x 3136, y, the files of the rows: paths under the folder) from the (label, path)
+    image files of a folder: each framed by framing.py, as predict.py frames a file. Files that
+    are not readable images, or hold no ink, are skipped with a warning that names them; a
+    class left with no image is refused."""
     from PIL import Image, UnidentifiedImageError
     import framing  # TensorFlow: loaded only when the images are framed, below
     unreadable = []
@@ -328,7 +329,7 @@ def read_image_folder(folder, names, files):
     skip = set(unreadable)
     opened = [(label, path) for label, path in files if path not in skip]
     refuse_empty_classes(folder, names, [label for label, _ in opened])
-    rows, labels, blank = [], [], []
+    rows, labels, kept, blank = [], [], [], []
     for label, path in opened:
         with open(path, "rb") as f:
             raw = f.read()
@@ -342,6 +343,7 @@ def read_image_folder(folder, names, files):
             continue
         rows.append(pixels)
         labels.append(label)
+        kept.append(os.path.relpath(path, folder).replace(os.sep, "/"))
     refuse_empty_classes(folder, names, labels)
     y = np.asarray(labels, np.int64)
     unreadable, blank = ([os.path.relpath(path, folder) for path in paths]
@@ -352,4 +354,4 @@ def read_image_folder(folder, names, files):
                                                if len(skipped) > 5 else "")
             print(f"warning: skipped {len(skipped)} file(s) of {folder}, each {problem}: "
                   f"{shown}", file=sys.stderr)
-    return np.stack(rows).astype(np.uint8), y
+    return np.stack(rows).astype(np.uint8), y, kept

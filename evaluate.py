@@ -3,19 +3,22 @@
     python evaluate.py                                # out/best.keras
     python evaluate.py --checkpoint=out/best.keras --split=val
     python evaluate.py --json > metrics.json          # the metrics for machines instead
+    python evaluate.py --errors=errors.csv            # and every error: which file, what label
+    python evaluate.py --suspects                     # the images likeliest labelled wrongly
 
 The split is rebuilt from the run record beside the checkpoint (best.json next to best.keras):
 same data, same seed, and checked against the record's fingerprint of it. Data or a split that
 differs from what the model was trained on is refused. The last line printed is
 `test accuracy: 0.XXXX (correct/total)`.
 """
+import csv
 import json
 import os
 import sys
 
 import numpy as np
 
-from common import UserError, configure, lazy_import, run
+from common import UserError, atomic_path, configure, lazy_import, run
 import calibration
 import classes
 import inference
@@ -32,13 +35,23 @@ LABELS = "auto"                # class names: auto (by the data), none (numbers)
 PLOTS = False                  # True: also write the confusion matrix, errors and curves as PNGs
 JSON = False                   # True: print the metrics as one JSON object instead of the report
                                # (accuracy, top-2/3, look-alikes merged, per class, confusion matrix)
+ERRORS = ""                    # a PATH.csv: also list there every error of the split, most
+                               # confident first: its image (a folder's file, or the pickle's
+                               # row), label, prediction and their probabilities
+SUSPECTS = False               # True: instead, rank every image of the data (all splits) by how
+                               # likely its label is, each judged by a model that never trained
+                               # on it (cleanlab), into <checkpoint>-suspects.csv
+FOLDS = 5                      # (--suspects) the training split is judged in this many parts,
+                               # each by a run of the checkpoint's recipe without it
+TOP_SUSPECTS = 20              # (--suspects) how many to print (--plots: to draw)
 TOP_CONFUSIONS = 10            # how many of the most confused pairs to list
 CONFIDENCES = "0.5,0.7,0.9,0.95"  # accuracy against coverage: the answers at or above each of
                                   # these confidences (predict.py's --min_confidence: "not sure")
 LOOK_ALIKES = ("0O", "1I", "2Z", "5S")  # characters that only context tells apart: also scored
                                          # as one (by the class names)
 _FIXED = ("LOOK_ALIKES",)
-_RANGES = {"SPLIT": ("val", "test"), "BATCH_SIZE": "[1, inf)", "TOP_CONFUSIONS": "[0, inf)"}
+_RANGES = {"SPLIT": ("val", "test"), "BATCH_SIZE": "[1, inf)", "TOP_CONFUSIONS": "[0, inf)",
+           "FOLDS": "[2, 20]", "TOP_SUSPECTS": "[0, inf)"}
 
 
 def training_data(record, data="", prepared_dir=PREPARED_DIR):
@@ -67,11 +80,77 @@ def training_data(record, data="", prepared_dir=PREPARED_DIR):
 def load_split(record, split, data="", prepared_dir=PREPARED_DIR):
     """Images and labels of `split`, rebuilt from the data and seed in the run record (or
     from the file `data`, which must be the same data) and checked against it."""
-    data = training_data(record, data, prepared_dir)
-    x, y = data[f"x_{split}"], data[f"y_{split}"]
+    return split_of(training_data(record, data, prepared_dir), split)
+
+
+def split_of(prepared, split):
+    x, y = prepared[f"x_{split}"], prepared[f"y_{split}"]
     if len(y) == 0:
         raise UserError(f"the {split} split is empty: the dataset is too small to hold one out")
     return x, y
+
+
+def image_names(prepared, split=None):
+    """Where each image of the split (None: of all the data, in its order) is in the data: a
+    folder's file (its path under the folder), or the row of a pickle or .npz (from 0)."""
+    files = prepared["manifest"].get("files")
+    rows = prepared[f"index_{split}"] if split else range(len(prepared["y"]))
+    return [files[i] if files else f"row {i}" for i in rows]
+
+
+def report_suspects(settings, record, prepared, names):
+    """Ranks every image by how likely its given label is, judged by a model that never
+    trained on it (suspects.py); writes them all as CSV, prints the first --top_suspects."""
+    import suspects
+    checkpoint = settings.checkpoint
+    print(f"judging each image by a model that never trained on it: {checkpoint} the "
+          f"validation and test images, {settings.folds} runs of its recipe the training split "
+          f"(in {os.path.join(os.path.dirname(os.path.abspath(checkpoint)), 'suspects')}; "
+          f"a stopped ranking resumes them)", flush=True)
+    probabilities = suspects.out_of_fold(checkpoint, record, prepared, settings.folds,
+                                         settings.data, settings.prepared_dir,
+                                         settings.batch_size)
+    y = prepared["y"]
+    order, scores, flagged = suspects.ranked(y, probabilities)
+    preferred = probabilities.argmax(axis=1)
+    images, splits = image_names(prepared), suspects.split_names(prepared)
+    path = f"{os.path.splitext(checkpoint)[0]}-suspects.csv"
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["image", "split", "label", "label_probability", "preferred",
+                         "preferred_probability", "label_quality", "flagged"])
+        for i in order:
+            writer.writerow([images[i], splits[i], names[y[i]], f"{probabilities[i, y[i]]:.4f}",
+                             names[preferred[i]], f"{probabilities[i, preferred[i]]:.4f}",
+                             f"{scores[i]:.4f}", bool(flagged[i])])
+    top = order[:settings.top_suspects]
+    print(f"\nthe {len(top)} images whose labels are least likely (all {len(y)}, ranked: {path}; "
+          f"cleanlab flags {int(flagged.sum())} as probably mislabelled):")
+    for i in top:
+        print(f"  {images[i]} ({splits[i]}): labelled {names[y[i]]} "
+              f"({probabilities[i, y[i]]:.3f}), the models prefer {names[preferred[i]]} "
+              f"({probabilities[i, preferred[i]]:.3f})")
+    if settings.plots:
+        import plots
+        print("wrote " + plots.misclassified_png(
+            prepared["x"][top], y[top], preferred[top], probabilities[top, preferred[top]],
+            names, f"{os.path.splitext(checkpoint)[0]}-suspects.png"))
+
+
+def write_errors(path, names, y, probabilities, class_names):
+    """Every image the model gets wrong, as CSV, the most confident errors first (the likeliest
+    to be labelled wrongly); returns how many."""
+    predicted = probabilities.argmax(axis=1)
+    wrong = np.flatnonzero(predicted != y)
+    wrong = wrong[np.argsort(-probabilities[wrong, predicted[wrong]], kind="stable")]
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["image", "label", "predicted", "confidence", "label_probability"])
+        for i in wrong:
+            writer.writerow([names[i], class_names[y[i]], class_names[predicted[i]],
+                             f"{probabilities[i, predicted[i]]:.4f}",
+                             f"{probabilities[i, y[i]]:.4f}"])
+    return len(wrong)
 
 
 def confused_pairs(matrix, names, top):
@@ -197,10 +276,15 @@ def write_plots(checkpoint, split, record, x, y, probabilities, names, matrix, l
 def main(argv=None):
     settings = configure(globals(), positional="CHECKPOINT", argv=argv)
     thresholds = parse_confidences(settings.confidences)
+    if settings.errors and os.path.isdir(settings.errors):
+        raise UserError(f"--errors={settings.errors} is a folder: give a file name, errors.csv")
     split, checkpoint = settings.split, settings.checkpoint
     record = inference.read_record(checkpoint)  # and the data before the model: at once
     names = classes.class_names(settings.labels, record["data"])
-    x, y = load_split(record, split, settings.data, settings.prepared_dir)
+    prepared = training_data(record, settings.data, settings.prepared_dir)
+    if settings.suspects:
+        return report_suspects(settings, record, prepared, names)
+    x, y = split_of(prepared, split)
     model = inference.load_network(checkpoint)
     inference.check_compatible(model, len(names))
     probabilities = inference.probabilities(model, x, settings.batch_size)
@@ -211,6 +295,11 @@ def main(argv=None):
     if settings.plots:  # (with --json, the paths go to stderr: stdout is the JSON alone)
         write_plots(checkpoint, split, record, x, y, probabilities, names, matrix,
                     sys.stderr if settings.json else sys.stdout)
+    if settings.errors:  # (with --json, the line goes to stderr, as the plots' do)
+        count = write_errors(settings.errors, image_names(prepared, split), y, probabilities,
+                             names)
+        print(f"wrote the {count} errors of the {split} split to {settings.errors}",
+              file=sys.stderr if settings.json else sys.stdout)
     if settings.json:
         print(json.dumps({"checkpoint": checkpoint, "split": split,
                           "data": record["data"]["source"], "seed": record["data"]["seed"],

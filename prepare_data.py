@@ -223,8 +223,11 @@ def _loader(source):
     if os.path.isdir(source):
         names, files = data_sources.folder_classes(source)
         sha = data_sources.folder_sha256(source, files)
-        return sha, sha[:16], lambda: (*data_sources.read_image_folder(source, names, files), {
-            "source_sha256": sha, "num_classes": len(names), "class_names": names})
+        def load_folder():
+            x, y, kept = data_sources.read_image_folder(source, names, files)
+            return x, y, {"source_sha256": sha, "num_classes": len(names), "class_names": names,
+                          "files": kept}  # each row's file, for evaluate.py --errors
+        return sha, sha[:16], load_folder
     raw = data_sources.read_bytes(source)
     sha = hashlib.sha256(raw).hexdigest()
     names_path = classes.labels_file_of(source)
@@ -242,7 +245,8 @@ def _loader(source):
 
 
 def prepare(source=INPUT, seed=SEED, prepared_dir=PREPARED_DIR, verbose=True):
-    """Returns {"x_train", "y_train", "x_val", ..., "x", "y", "manifest"} for the seeded split of
+    """Returns {"x_train", "y_train", "index_train" (the rows' places in the source), "x_val",
+    ..., "x", "y", "manifest"} for the seeded split of
     `source` (a pickle, an .npz, a folder of class subfolders of images, or the embedded
     digits, data_format.EMBEDDED), cached
     under `prepared_dir` by the source's sha256 and the seed."""
@@ -252,6 +256,8 @@ def prepare(source=INPUT, seed=SEED, prepared_dir=PREPARED_DIR, verbose=True):
     sha, key, load = _loader(source)
     data_path, manifest_path = _cache_paths(prepared_dir, key, seed)
     cached = _read_cache(data_path, manifest_path, sha)
+    if cached and os.path.isdir(source) and "files" not in cached[3]:
+        cached = None  # a cache from before the files were kept: the same split, made again
     x, y, split, manifest = cached or _build(source, load, seed, data_path, manifest_path,
                                              verbose)
     # the split as it is, not as the manifest says it was: what the run record keeps
@@ -260,6 +266,7 @@ def prepare(source=INPUT, seed=SEED, prepared_dir=PREPARED_DIR, verbose=True):
     for code, name in enumerate(SPLITS):
         result[f"x_{name}"] = x[split == code]
         result[f"y_{name}"] = y[split == code]
+        result[f"index_{name}"] = np.flatnonzero(split == code)  # rows in the source
     return result
 
 

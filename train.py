@@ -12,6 +12,7 @@ settings; --fresh starts over. From Python: `train.main(["--epochs=5"])`, or
 """
 import contextlib
 import dataclasses
+import hashlib
 import importlib.util
 import math
 import os
@@ -19,25 +20,30 @@ import shutil
 import sys
 import time
 
+import numpy as np
+
 from common import UserError, as_record, check_values, configure, defaults as defaults_of, \
-    lazy_import, pick, quiet_native_stderr, run
+    lazy_import, quiet_native_stderr, run
 import augment  # its settings are train.py's too
 import calibration
 import classes
 import data_format
 import devices
-import inference
 import model  # likewise: the model's sizes
 from pipeline import make_dataset, make_training_dataset  # noqa: F401  (also train.make_...)
 import prepare_data
+import training
 import run_lock
 import run_state
 import transfer
 
 keras = lazy_import("keras")  # loaded on first use, once the settings and data are checked
 tf = lazy_import("tensorflow")
+sklearn_class_weight = lazy_import("sklearn.utils.class_weight")
 tf_config = lazy_import("tensorflow.python.framework.config")  # the public half lacks the query
 
+SETTINGS = ""             # a JSON file of settings to start from, e.g. tune.py's best.json;
+                          # the options given with it override the file's
 DATA = "data/train.pkl"   # your train.pkl (or .npz), or a folder of class subfolders of images;
                           # the embedded digits while data/train.pkl is absent
 PREPARED_DIR = "data"     # where prepared splits are cached
@@ -55,6 +61,8 @@ PATIENCE = 6              # epochs without a better validation accuracy before t
                           # (never under cosine decay: stopping would cut it short)
 WEIGHT_DECAY = 0.0        # >0: AdamW, with decoupled weight decay of this strength
 LABEL_SMOOTHING = 0.0     # >0: spread this much of each target over the other classes
+CLASS_WEIGHT = "off"      # balanced: weigh each training image by 1 / its class's share, so
+                          # that rare classes count as much as common ones in the loss; off
 TEACHER = ""              # a best.keras of `python train.py --network=teacher` on the same --data
                           # and --seed: the network learns from its softened outputs too
 DISTILL_TEMPERATURE = 4.0 # (with --teacher) divides both networks' class scores before they are
@@ -87,13 +95,14 @@ TENSORBOARD = False       # True: also write TensorBoard logs (loss, accuracy, l
                           # tensorboard --logdir out/tensorboard
 
 # Settings that may differ when a run is resumed: they do not change what is computed.
-RESUMABLE_CHANGES = {"DATA", "PREPARED_DIR", "OUT_DIR", "FRESH", "SET_ASIDE", "VERBOSE",
+RESUMABLE_CHANGES = {"SETTINGS", "SETTINGS_FROM", "DATA", "PREPARED_DIR", "OUT_DIR", "FRESH", "SET_ASIDE", "VERBOSE",
                      "DISTRIBUTE", "TENSORBOARD", "CALIBRATE"}
 # What each setting may be: an interval, or the choices (common.check_values).
 _RANGES = {"SEED": "[0, 4294967295]", "BATCH_SIZE": "[1, inf)", "EPOCHS": "[1, inf)",
            "LEARNING_RATE": "[0, inf)", "LR_SCHEDULE": ("auto", "plateau", "cosine", "constant"),
            "LR_DROP_PATIENCE": "[1, inf)", "LR_DROP_FACTOR": "(0, 1]", "PATIENCE": "[1, inf)",
-           "WEIGHT_DECAY": "[0, inf)", "LABEL_SMOOTHING": "[0, 1)", "AUGMENT_EPOCHS": "[-1, inf)",
+           "WEIGHT_DECAY": "[0, inf)", "LABEL_SMOOTHING": "[0, 1)",
+           "CLASS_WEIGHT": ("off", "balanced"), "AUGMENT_EPOCHS": "[-1, inf)",
            "DISTILL_TEMPERATURE": "(0, inf)", "LABEL_WEIGHT": "[0, 1]",
            "FREEZE_EPOCHS": "[0, inf)",
            "SMALL_DATA": "[0, inf)", "DISTRIBUTE": ("auto", "mirrored", "off"),
@@ -137,12 +146,6 @@ def resolve(settings, train_images):
                       f"--small_data={settings.small_data}")
 
 
-def require_resolved(settings):
-    if settings.lr_schedule == "auto" or settings.augment_epochs < 0:
-        raise ValueError("settings left at auto: resolve them first with "
-                         "train.resolve(settings, number_of_training_images)")
-
-
 def augmentation_plan(settings):
     """How the training images are augmented, in words for the log."""
     if not settings.augment:
@@ -156,113 +159,14 @@ def patience_of(settings):
     return None if settings.lr_schedule == "cosine" else settings.patience
 
 
-# ---------------------------------------------------------------------------- model, schedule
-
-def plateau_learning_rate(history, settings):
-    """The learning rate after the epochs in `history` under --lr_schedule=plateau: times
-    --lr_drop_factor after every --lr_drop_patience epochs without a better epoch. Worked out
-    from the history alone, so a resumed run drops exactly when the uninterrupted one would."""
-    rate, best, waited = settings.learning_rate, None, 0
-    for row in history:
-        if best is None or run_state.score(row) > run_state.score(best):
-            best, waited = row, 0
-        else:
-            waited += 1
-            if waited >= settings.lr_drop_patience:
-                rate, waited = rate * settings.lr_drop_factor, 0
-    return rate
-
-
-def epoch_state(history, settings, network):
-    """A Keras callback that sets before each epoch the learning rate of a plateau schedule
-    (from the history) and the random stream of `network`'s dropout masks, which depends on
-    (--seed, epoch) only. Keras does not save the dropout generators' state, so without this a
-    resumed run would replay epoch 1's. (The class is made here, when training starts: its base is Keras's,
-    and importing train.py must not load TensorFlow.)"""
-
-    class EpochState(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            if settings.lr_schedule == "plateau":
-                self.model.optimizer.learning_rate.assign(
-                    plateau_learning_rate(history, settings))
-            dropouts = [layer for layer in network.layers
-                        if isinstance(layer, keras.layers.Dropout)]
-            for index, layer in enumerate(dropouts):
-                state = layer.seed_generator.state
-                state.assign(tf.constant([settings.seed * 100 + index, epoch << 20], state.dtype))
-
-    return EpochState()
-
-
-def new_model(settings, steps_per_epoch=1, build_network=None,
-              num_classes=data_format.NUM_CLASSES):
-    """The network (model.py's --network, with the sizes in `settings`, unless `build_network`
-    takes the number of classes and makes another) with `num_classes` outputs, compiled with
-    this recipe's optimiser and loss."""
-    require_resolved(settings)
-    network = (build_network(num_classes) if build_network else
-               model.build(num_classes, **pick(settings, vars(model))))
-    compile_network(network, settings, optimizer_of(settings, steps_per_epoch))
-    return network
-
-
-def compile_network(network, settings, optimizer):
-    network.compile(optimizer=optimizer, metrics=["accuracy"], loss=keras.losses
-                    .CategoricalCrossentropy(label_smoothing=settings.label_smoothing))
-
-
-def optimizer_of(settings, steps_per_epoch, first_epoch=0):
-    """The recipe's optimiser, new, for training from `first_epoch` (0-based) on: a cosine
-    decay then starts where the one from epoch 0 would be, and decays to 0 at the end."""
-    rate = settings.learning_rate
-    if settings.lr_schedule == "cosine":
-        rate *= 0.5 * (1 + math.cos(math.pi * first_epoch / settings.epochs))
-        rate = keras.optimizers.schedules.CosineDecay(
-            rate, (settings.epochs - first_epoch) * steps_per_epoch)
-    return (keras.optimizers.AdamW(rate, weight_decay=settings.weight_decay)
-            if settings.weight_decay else keras.optimizers.Adam(rate))
-
-
-def frozen_until(settings):
-    """Until which epoch the convolutions stay as --init_from gave them."""
-    return min(settings.freeze_epochs, settings.epochs) if settings.init_from else 0
-
-
-def network_and_trainer(settings, resume_path, epochs_done, steps_per_epoch, num_classes,
-                        build_network, starting_point, example):
-    """(the network, the model that fit() trains): the network itself, or with --teacher a
-    keras.distillation.Distiller that holds it and the teacher. Restored from the resume
-    point after `epochs_done` epochs if there is one, else new, starting from --init_from's
-    weights if given (`starting_point`: whether its head is kept); its convolutions frozen as
-    they were in the last epoch done (the first, if none). `example`: a batch of images."""
-    if not settings.teacher:
-        if resume_path:
-            return (keras.saving.load_model(resume_path),) * 2
-        network = new_model(settings, steps_per_epoch, build_network, num_classes)
-    else:
-        network = model.build(num_classes, **pick(settings, vars(model)))
-    until = frozen_until(settings)
-    transfer.set_frozen(network, 0 < until and epochs_done <= until)
-    if starting_point is not None and not resume_path:
-        copied = transfer.start_from(network, inference.load_network(settings.init_from),
-                                     starting_point, settings.init_from)
-        print(f"started from {settings.init_from}: {copied} layers' weights"
-              f"{'' if starting_point else ', a new head for these classes'}", flush=True)
-    if not settings.teacher:
-        return network, network
-    trainer = transfer.distiller(inference.load_network(settings.teacher), network,
-                                 settings.distill_temperature, settings.label_weight,
-                                 settings.label_smoothing, optimizer_of(settings, steps_per_epoch))
-    if resume_path:
-        transfer.restore(trainer, resume_path, example)
-    return network, trainer
-
-
 # ---------------------------------------------------------------------------- the run
 
-def run_training(settings, build_network=None):
+def run_training(settings, build_network=None, origins=None, callbacks=(), held_out=None):
     """One training run of `settings` (unresolved: the size rule is applied here), as
-    `python train.py` does it; `build_network` as in new_model. Returns the run's record."""
+    `python train.py` does it; `build_network` as in training.new_model; `origins`: where the
+    settings came from (configure's), kept in the record; `callbacks`: more Keras callbacks
+    for fit() (tune.py's pruning); `held_out`: rows of the training split not to train on
+    (evaluate.py --suspects judges them). Returns the run's record."""
     check_settings(settings, model_settings=build_network is None)
     if settings.tensorboard and importlib.util.find_spec("tensorboard") is None:
         raise UserError("--tensorboard=True needs the tensorboard package: pip install -r "
@@ -275,10 +179,22 @@ def run_training(settings, build_network=None):
     # One run per folder: the chief holds it for the whole run (the other workers write
     # scratch files only), so a second run there is refused before it reads anything.
     with run_lock.claim(out_dir) if chief else contextlib.nullcontext():
-        return train_in_folder(settings, build_network, chief, role)
+        return train_in_folder(settings, build_network, chief, role, origins, callbacks,
+                               held_out)
 
 
-def train_in_folder(settings, build_network, chief, role):
+def class_weights(labels, how):
+    """{class: weight} for fit(), or None with --class_weight=off. balanced: scikit-learn's
+    n / (classes * count of the class), over the classes the training split has."""
+    if how == "off":
+        return None
+    present = np.unique(labels)
+    weights = sklearn_class_weight.compute_class_weight("balanced", classes=present, y=labels)
+    return {int(label): float(weight) for label, weight in zip(present, weights)}
+
+
+def train_in_folder(settings, build_network, chief, role, origins=None, extra_callbacks=(),
+                    held_out=None):
     """run_training's work, once it holds --out_dir: the data and the run's records first,
     TensorFlow after, so that a mistake answers at once."""
     verbose = settings.verbose if settings.verbose >= 0 else 1 if sys.stdout.isatty() else 2
@@ -287,15 +203,25 @@ def train_in_folder(settings, build_network, chief, role):
     if not len(data["y_val"]):
         raise UserError(f"{settings.data} leaves no image for validation: every class has fewer "
                         f"than 3 distinct images; add images")
+    if held_out is not None:
+        kept = np.setdiff1d(np.arange(len(data["y_train"])), held_out)
+        data = {**data, "x_train": data["x_train"][kept], "y_train": data["y_train"][kept]}
     settings, rule = resolve(settings, len(data["y_train"]))  # before the settings are recorded
+    if settings.class_weight != "off" and settings.teacher:
+        raise UserError("--class_weight does not reach the loss of a --teacher run (Keras's "
+                        "Distiller ignores weights): leave --class_weight=off")
     if settings.freeze_epochs and not settings.init_from:
         raise UserError("--freeze_epochs freezes the convolutions that --init_from gives: pass "
                         "--init_from=PATH too, or leave --freeze_epochs=0")
     num_classes = classes.num_classes_of(data["manifest"])  # the head fits the data
     out_dir = settings.out_dir
     fingerprint = run_state.data_fingerprint(data["manifest"], data["x_train"])
-    # what --teacher and --init_from name, kept with the settings: a resume must find the same
-    learnt_from, starting_point = {"TEACHER_RUN": None, "INIT_RUN": None}, None
+    # kept with the settings: what --teacher and --init_from name (a resume must find the
+    # same), and where the settings came from
+    learnt_from, starting_point = {"TEACHER_RUN": None, "INIT_RUN": None,
+                                   "SETTINGS_FROM": origins or None}, None
+    if held_out is not None:  # a resume must hold out the same rows
+        learnt_from["HELD_OUT"] = hashlib.sha256(np.asarray(held_out, np.int64)).hexdigest()
     if settings.teacher:
         learnt_from["TEACHER_RUN"] = transfer.source_summary(
             transfer.teacher_record(settings.teacher, fingerprint, settings.out_dir))
@@ -324,11 +250,11 @@ def train_in_folder(settings, build_network, chief, role):
     # No gradients for validation: big batches are faster.
     val = make_dataset(data["x_val"], data["y_val"], max(settings.batch_size, 512), num_classes)
     multiworker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
-    if multiworker and (settings.teacher or frozen_until(settings)):
+    if multiworker and (settings.teacher or training.frozen_until(settings)):
         raise UserError("--teacher and --freeze_epochs are not supported on several workers: "
                         "train on one machine")
     with strategy.scope():
-        network, trainer = network_and_trainer(
+        network, trainer = training.network_and_trainer(
             settings, resume_path, epochs_done, steps_per_epoch, num_classes, build_network,
             starting_point, data["x_val"][:1].reshape(-1, *data_format.IMAGE_SHAPE)
             .astype("float32"))
@@ -343,7 +269,7 @@ def train_in_folder(settings, build_network, chief, role):
           f"{f'; learning from {settings.teacher} too' if settings.teacher else ''}", flush=True)
     if rule:
         print(f"chose {rule}", flush=True)
-    callbacks = [epoch_state(history, settings, network), keeper]
+    callbacks = [training.epoch_state(history, settings, network), keeper, *extra_callbacks]
     if settings.tensorboard:  # per epoch, continued by a resumed run; the graph is not needed
         callbacks.append(keras.callbacks.TensorBoard(os.path.join(write_dir, "tensorboard"),
                                                      write_graph=False))
@@ -358,16 +284,17 @@ def train_in_folder(settings, build_network, chief, role):
                             num_classes),
                         validation_data=val, epochs=last, initial_epoch=first,
                         steps_per_epoch=steps_per_epoch, callbacks=callbacks, verbose=verbose,
+                        class_weight=class_weights(data["y_train"], settings.class_weight),
                         shuffle=False)  # shuffled by the dataset, per epoch
-    fit(epochs_done, frozen_until(settings))  # (none, without --freeze_epochs)
+    fit(epochs_done, training.frozen_until(settings))  # (none, without --freeze_epochs)
     if transfer.set_frozen(network, False):  # the whole network learns from here, with an
         with strategy.scope():               # optimiser of its own (Adam's moments from 0)
-            optimizer = optimizer_of(settings, steps_per_epoch, frozen_until(settings))
+            optimizer = training.optimizer_of(settings, steps_per_epoch, training.frozen_until(settings))
             if settings.teacher:
                 transfer.compile_distiller(trainer, settings.label_smoothing, optimizer)
             else:
-                compile_network(network, settings, optimizer)
-    fit(max(epochs_done, frozen_until(settings)), settings.epochs)
+                training.compile_network(network, settings, optimizer)
+    fit(max(epochs_done, training.frozen_until(settings)), settings.epochs)
     if chief and keeper.owns_best and settings.calibrate:  # before the run counts as complete
         fitted = calibration.calibrate_best(out_dir, data["x_val"], data["y_val"])
         print(f"not calibrated: {fitted}" if isinstance(fitted, str) else
@@ -392,7 +319,10 @@ def train_in_folder(settings, build_network, chief, role):
 
 
 def main(argv=None):
-    run_training(configure(globals(), vars(model), vars(augment), argv=argv, positional="DATA"))
+    origins = {}
+    settings = configure(globals(), vars(model), vars(augment), argv=argv, positional="DATA",
+                         origins=origins)
+    run_training(settings, origins=origins)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 _FIXED = ("ROOT", "TRAIN_IMAGES")  # not settings: where the repo is, and a fact
 from common import configure, lazy_import, run, write_text_atomic  # noqa: E402
+import training  # noqa: E402
 import train  # noqa: E402
 from bench.accuracy import machine  # noqa: E402
 from bench.speed import peak_flops  # noqa: E402
@@ -136,7 +137,7 @@ def main(argv=None):
     recipe, _ = train.resolve(train.defaults(batch_size=settings.batch_size), TRAIN_IMAGES)
     recipe = dataclasses.replace(recipe, augment_epochs=0)  # augmented, as the first epochs are
     keras.utils.set_random_seed(0)
-    model = train.new_model(recipe)
+    model = training.new_model(recipe)
     rng = np.random.default_rng(0)
     images = tf.constant((rng.random((settings.batch_size, 56, 56, 1)) < 0.15).astype(np.float32))
     labels = tf.one_hot(rng.integers(0, 36, settings.batch_size), 36)

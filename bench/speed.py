@@ -34,6 +34,7 @@ import data_format  # noqa: E402
 import inference  # noqa: E402
 import model as model_config  # noqa: E402
 import prepare_data  # noqa: E402
+import training  # noqa: E402
 import train  # noqa: E402
 from bench.accuracy import machine  # noqa: E402
 from bench.reference import BATCH_SIZE as REFERENCE_BATCH  # noqa: E402
@@ -86,7 +87,7 @@ def time_ours(recipe, x, y, augment, epochs):
     keras.utils.set_random_seed(0)
     recipe = dataclasses.replace(recipe, augment=augment)
     steps = math.ceil(len(x) / recipe.batch_size)
-    model = train.new_model(recipe, steps)
+    model = training.new_model(recipe, steps)
     timer = epoch_timer()
     dataset = train.make_training_dataset(x, y, recipe, 0, epochs)
     model.fit(dataset, epochs=epochs, steps_per_epoch=steps, callbacks=[timer], verbose=0)
@@ -95,7 +96,7 @@ def time_ours(recipe, x, y, augment, epochs):
 
 def time_compute_only(recipe, x, y, epochs):
     """An epoch's worth of steps on one batch already in memory: no input pipeline at all."""
-    model = train.new_model(recipe)
+    model = training.new_model(recipe)
     batch_size = recipe.batch_size
     batch = (tf.constant(x[:batch_size].reshape(-1, 56, 56, 1), tf.float32),
              tf.one_hot(y[:batch_size], data_format.NUM_CLASSES))
@@ -108,7 +109,7 @@ def time_compute_only(recipe, x, y, epochs):
 
 def time_plain(recipe, x, y, augment, batch_size, epochs):
     keras.utils.set_random_seed(0)
-    model = train.new_model(recipe)
+    model = training.new_model(recipe)
     seconds = []
     for epoch in range(epochs):
         started = time.perf_counter()
@@ -246,7 +247,7 @@ def main(argv=None):
     recipe, _ = train.resolve(train.defaults(**pick(settings, vars(model_config))), len(x))
     print(f"data: {description}: {len(x)} training and {len(x_test)} test images; "
           f"batch {recipe.batch_size}; {machine()}", flush=True)
-    print(f"model: {train.new_model(recipe).count_params():,} parameters", flush=True)
+    print(f"model: {training.new_model(recipe).count_params():,} parameters", flush=True)
     rows = []
 
     def report(name, value, unit):

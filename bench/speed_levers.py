@@ -26,6 +26,7 @@ sys.path.insert(0, ROOT)
 from common import UserError, configure, lazy_import, run, start_tensorflow, \
     write_text_atomic  # noqa: E402
 import model as model_config  # noqa: E402
+import training  # noqa: E402
 import train  # noqa: E402
 from bench.accuracy import machine  # noqa: E402
 
@@ -107,7 +108,7 @@ def time_lever(change, settings):
     start_tensorflow()
     recipe, _ = train.resolve(train.defaults(
         precision="mixed_bfloat16" if change == "bfloat16" else model_config.PRECISION), 18_082)
-    network = train.new_model(
+    network = training.new_model(
         recipe, build_network=space_to_depth_network if change == "space_to_depth" else None)
     if change in ("fused_adam", "xla", "steps_32"):
         network.compile(optimizer=fused_adam()(recipe.learning_rate) if change == "fused_adam"

@@ -36,6 +36,26 @@ TRAIN = {  # train.py's own settings; bench/deeper.py passes the same ones to tr
     "init_from": ("test_a_run_starts_from_a_trained_model_with_a_new_head_where_classes_differ",),
     "freeze_epochs": ("test_frozen_convolutions_stay_as_given_then_learn_and_resume_exactly",),
     "calibrate": ("test_the_temperature_fitted_on_validation_is_inside_the_model",),
+    "settings": ("test_settings_file_is_read_first_and_refused_when_wrong",
+                 "test_tune_prunes_never_reads_test_and_its_best_trains_again_the_same"),
+    "class_weight": ("test_balanced_class_weights_reach_the_loss",),
+}
+TUNED = "test_tune_prunes_never_reads_test_and_its_best_trains_again_the_same"
+TUNE = {  # tune.py's own settings
+    "out_dir": (TUNED, "test_two_workers_share_one_study_in_postgresql"),
+    "trials": (TUNED, "test_a_study_killed_mid_trial_finishes_without_redoing_finished_trials"),
+    "storage": ("test_two_workers_share_one_study_in_postgresql",
+                "test_refusals_come_before_tensorflow_in_one_line"),
+    "study": ("test_refusals_come_before_tensorflow_in_one_line",),
+    "prune": (TUNED, "test_a_study_killed_mid_trial_finishes_without_redoing_finished_trials"),
+    "prune_after_trials": (TUNED,),
+    "prune_after_epochs": (TUNED,),
+    "lost_after": ("test_another_machines_lost_trial_runs_again_after_lost_after",),
+    "plots": (TUNED,),
+    **{f"search_{name}": (TUNED, "test_the_search_space_at_the_top_of_tune_py_is_valid")
+       for name in ("learning_rate", "batch_size", "dense_units", "filters_1", "filters_2",
+                    "dropout", "crop_px", "scale", "rotate", "augment_epochs",
+                    "label_smoothing", "class_weight")},
 }
 MODEL = {  # model.py's sizes: build_model's arguments, from train.py and model.py's command line
     name: ("test_model_sizes_follow_its_arguments", "test_settings_of_train_take_effect")
@@ -67,6 +87,9 @@ PROOFS = {
     **{f"augment.py --{name}": tests for name, tests in AUGMENT.items()},
     **{f"bench/deeper.py --{name}": tests + ("test_deeper_probe_trains_its_own_network_with_train_py_recipe",)
        for name, tests in {**TRAIN, **MODEL, **AUGMENT}.items()},
+    **{f"tune.py --{name}": tests for name, tests in TUNE.items()},
+    **{f"tune.py --{name}": tests + (TUNED,) for name, tests in {**TRAIN, **MODEL, **AUGMENT}.items()
+       if name not in TUNE},
     "prepare_data.py --input": ("test_cli_prints_class_table", "test_a_lone_argument_is_the_data_path_where_that_is_obvious",
                                 "test_an_odd_folder_gets_one_clear_line"),
     "prepare_data.py --output": ("test_a_folder_becomes_the_users_pickle",),
@@ -81,6 +104,11 @@ PROOFS = {
     "evaluate.py --plots": ("test_evaluate_reports_and_plots",),
     "evaluate.py --json": ("test_evaluate_json_has_the_metrics_for_machines",),
     "evaluate.py --top_confusions": ("test_settings_of_evaluate_take_effect",),
+    "evaluate.py --errors": ("test_evaluate_and_predict_show_the_folder_names",
+                             "test_errors_name_the_file_of_a_folder_and_the_row_of_a_pickle"),
+    "evaluate.py --suspects": ("test_flipped_labels_come_out_on_top_of_the_suspects",),
+    "evaluate.py --folds": ("test_flipped_labels_come_out_on_top_of_the_suspects",),
+    "evaluate.py --top_suspects": ("test_flipped_labels_come_out_on_top_of_the_suspects",),
     "evaluate.py --confidences": ("test_evaluate_reports_and_plots",),
     "predict.py --min_confidence": ("test_predict_reads_back_pngs_with_evaluates_labels",),
     "serve.py --min_confidence": ("test_settings_of_serve", "test_drawing_in_a_real_browser"),

@@ -1,5 +1,6 @@
 """Image folders as data, a head that fits the data's classes, a model file that works on its
 own, "no character found", evaluate.py --json and train.py --tensorboard."""
+import csv
 import glob
 import json
 import os
@@ -16,6 +17,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 import classes
+import framing
 import prepare_data
 from conftest import assert_user_error, refusal, run_script, run_scripts_together
 
@@ -90,18 +92,52 @@ def test_evaluate_and_predict_show_the_folder_names(folder_run, tmp_path):
     draw("circle", 150, 10).save(tmp_path / "mine.png")
     Image.new("RGB", (120, 90), "white").save(tmp_path / "blank.png")  # paper, no ink
     scored, result, text = run_scripts_together(
-        ("evaluate.py", checkpoint, f"--prepared_dir={work / 'data'}"),
+        ("evaluate.py", checkpoint, f"--prepared_dir={work / 'data'}", "--errors=errors.csv"),
         ("predict.py", "--lite=False", checkpoint, "--json=True", "--top=3", "mine.png",
          "blank.png"),
         ("predict.py", "--lite=False", checkpoint, "blank.png"), cwd=tmp_path)
     assert scored.returncode == 0, scored.stderr[-3000:]
     assert re.search(r"^\s+1:circle\s+\d\.\d{3}", scored.stdout, re.M)
     assert re.search(r"test accuracy: \d\.\d{4} \(\d+/11\)$", scored.stdout.strip())  # 1 bar
+    wrong = 11 - int(re.search(r"\((\d+)/11\)", scored.stdout).group(1))
+    assert f"wrote the {wrong} errors of the test split to errors.csv" in scored.stdout
+    assert len(open(tmp_path / "errors.csv").read().splitlines()) == 1 + wrong
     assert result.returncode == 0, result.stderr[-3000:]
     mine, blank = (json.loads(line) for line in result.stdout.strip().splitlines())
     assert sorted(guess["name"] for guess in mine["top"]) == ["0:bar", "1:circle", "2:cross"]
     assert mine["found"] is True and blank == {"input": "blank.png", "found": False, "top": []}
     assert text.stdout.strip() == "blank.png: no character found", text.stdout
+
+
+def test_errors_name_the_file_of_a_folder_and_the_row_of_a_pickle(folder_run, tmp_path):
+    import evaluate
+    work, folder, _ = folder_run
+    prepared = prepare_data.prepare(folder, 1337, work / "data", verbose=False)
+    names = evaluate.image_names(prepared, "test")
+    x, y = evaluate.split_of(prepared, "test")
+    for name, pixels, label in zip(names, x, y):  # each image is its file's, in its class
+        assert name.split("/")[0] == SHAPES[label]
+        raw = open(os.path.join(folder, name), "rb").read()
+        assert (framing.read_image_file(raw, name) == pixels).all()
+    # the model errs on the first two images, surely on the second
+    probabilities = np.full((len(y), 3), 0.1)
+    probabilities[np.arange(len(y)), y] = 0.8
+    probabilities[0] = np.roll([0.6, 0.3, 0.1], y[0] + 1)
+    probabilities[1] = np.roll([0.9, 0.05, 0.05], y[1] + 2)
+    count = evaluate.write_errors(tmp_path / "e.csv", names, y, probabilities, list(SHAPES))
+    rows = list(csv.DictReader(open(tmp_path / "e.csv")))
+    assert count == 2 and [row["image"] for row in rows] == [names[1], names[0]]
+    assert rows[0]["label"] == SHAPES[y[1]] and rows[0]["confidence"] == "0.9000"
+    assert rows[0]["predicted"] == SHAPES[(y[1] + 2) % 3] and rows[0]["label_probability"] == \
+        "0.0500"
+    # a pickle's images are named by their row in it
+    data = np.random.default_rng(0).integers(0, 2, (60, 3136), dtype=np.uint8)
+    labels = np.arange(60) % 3
+    with open(tmp_path / "train.pkl", "wb") as f:
+        pickle.dump((data, labels), f)
+    prepared = prepare_data.prepare(str(tmp_path / "train.pkl"), 7, tmp_path, verbose=False)
+    for name, pixels in zip(evaluate.image_names(prepared, "val"), prepared["x_val"]):
+        assert (data[int(name.split()[1])] == pixels).all()
 
 
 def test_predict_from_python_answers_no_character_for_a_blank_image(folder_run):

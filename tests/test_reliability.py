@@ -21,6 +21,7 @@ import devices
 import prepare_data
 import run_lock
 import run_state
+import training
 import train
 from common import UserError, as_record, atomic_path
 from conftest import ROOT, Killed, assert_user_error, killed_after, make_dataset, refusal, \
@@ -443,7 +444,7 @@ def test_settings_that_are_set_are_kept_by_the_size_rule():
     assert why.startswith("learning rate plateau and augmentation on for the first 15 epochs")
     assert train.LR_SCHEDULE == "auto" and train.AUGMENT_EPOCHS == -1  # the defaults stay
     with pytest.raises(ValueError, match="resolve"):  # no recipe with "auto" left in it
-        train.new_model(train.defaults())
+        training.new_model(train.defaults())
 
 
 def test_learning_rate_drops_on_a_plateau_and_cosine_decays():
@@ -451,18 +452,18 @@ def test_learning_rate_drops_on_a_plateau_and_cosine_decays():
                       lr_schedule="plateau")
     scores = [0.5, 0.6, 0.6, 0.6, 0.7, 0.7, 0.7, 0.7, 0.7]
     history = [{"val_accuracy": s, "val_loss": 1.0} for s in scores]
-    rates = [train.plateau_learning_rate(history[:n], settings) for n in range(len(history) + 1)]
+    rates = [training.plateau_learning_rate(history[:n], settings) for n in range(len(history) + 1)]
     assert rates == [1, 1, 1, 1, 0.5, 0.5, 0.5, 0.25, 0.25, 0.125]
     other = recipe(learning_rate=1.0, lr_drop_patience=3, lr_drop_factor=0.1)
-    assert train.plateau_learning_rate(history, other) == pytest.approx(0.1)  # one drop
+    assert training.plateau_learning_rate(history, other) == pytest.approx(0.1)  # one drop
 
-    model = train.new_model(settings)
-    state = train.epoch_state(history, settings, model)
+    model = training.new_model(settings)
+    state = training.epoch_state(history, settings, model)
     state.set_model(model)
     state.on_epoch_begin(len(history))
     assert float(model.optimizer.learning_rate) == 0.125  # what the next epoch trains with
 
-    model = train.new_model(recipe(learning_rate=1.0, lr_schedule="cosine", epochs=4),
+    model = training.new_model(recipe(learning_rate=1.0, lr_schedule="cosine", epochs=4),
                             steps_per_epoch=10)
     for step, expected in ((0, 1.0), (20, 0.5), (40, 0.0)):  # 4 epochs of 10 steps
         model.optimizer.iterations.assign(step)
@@ -474,14 +475,14 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_the_good_model(trained_tiny
     work, data, _ = trained_tiny
     shutil.copytree(work / "out", tmp_path / "out")
     good = (tmp_path / "out" / "best.keras").read_bytes()
-    build = train.new_model
+    build = training.new_model
 
     def diverged(*args, **kwargs):  # a network whose weights have blown up
         network = build(*args, **kwargs)
         logits = network.get_layer("logits")
         logits.bias.assign(np.full(logits.bias.shape, np.nan))
         return network
-    monkeypatch.setattr(train, "new_model", diverged)
+    monkeypatch.setattr(training, "new_model", diverged)
     monkeypatch.chdir(tmp_path)
     # the run stops at the first batch whose loss is not finite, saying what to do
     message = refusal(train.main, data, "--fresh=True", "--epochs=2", "--verbose=0")

@@ -17,7 +17,7 @@ from conftest import ROOT, assert_user_error, make_dataset, refusal, run_script,
 SCRIPTS = ["prepare_data.py", "model.py", "augment.py", "train.py", "evaluate.py", "predict.py",
            "serve.py", "export.py", "bench/accuracy.py", "bench/speed.py", "bench/levers.py",
            "bench/ceiling.py", "bench/deeper.py", "bench/profile.py", "bench/speed_levers.py",
-           "bench/starting_points.py"]
+           "bench/starting_points.py", "tune.py"]
 
 
 def test_train_then_evaluate_on_a_36_class_pickle(trained_tiny):
@@ -198,9 +198,10 @@ def test_settings_of_train_take_effect(tmp_path, tiny_pickle):
 def test_settings_of_the_optimiser():
     import keras
     import train
+    import training
     settings, _ = train.resolve(train.defaults(), 20000)
-    assert type(train.new_model(settings).optimizer) is keras.optimizers.Adam
-    model = train.new_model(train.resolve(train.defaults(
+    assert type(training.new_model(settings).optimizer) is keras.optimizers.Adam
+    model = training.new_model(train.resolve(train.defaults(
         weight_decay=0.05, label_smoothing=0.2, learning_rate=0.01), 20000)[0])
     assert type(model.optimizer) is keras.optimizers.AdamW
     assert model.optimizer.weight_decay == 0.05
