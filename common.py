@@ -156,7 +156,8 @@ def configure(*namespaces, argv=None, positional=None, origins=None):
         values[key] = _parse_value(name, text, values[key])
         given.add(key)
     if values.get("SETTINGS"):
-        for key, value in settings_file(values["SETTINGS"], values).items():
+        shell_only = {key for namespace in namespaces for key in namespace.get("_SHELL_ONLY", ())}
+        for key, value in settings_file(values["SETTINGS"], values, shell_only).items():
             if key not in given:
                 values[key] = value
                 if origins is not None:
@@ -178,22 +179,29 @@ def configure(*namespaces, argv=None, positional=None, origins=None):
     return (settings, loose) if positional == "*" else settings
 
 
-def settings_file(path, known):
+def settings_file(path, known, shell_only=()):
     """{NAME: value} from a JSON file of settings, typed like the `known` ones ({NAME: default}):
     the object itself, or its "settings" member (tune.py's best.json). Plain JSON: reading it
-    runs nothing. A UserError names a missing or unreadable file, an unknown name or a value of
-    the wrong kind."""
+    runs nothing. A UserError names a missing, unreadable or outsized file, a run's record, an
+    unknown name, one of the `shell_only` settings (what a run does to its folder is the
+    command line's to say) or a value of the wrong kind."""
     try:
         with open(path, "rb") as f:
             text = f.read(1_000_001)
+        if len(text) > 1_000_000:
+            raise UserError(f"--settings={path}: over 1 MB, not a file of settings")
         content = json.loads(text)
     except FileNotFoundError:
         raise UserError(f"--settings={path}: no such file: give a JSON file of settings, such "
                         f"as tune.py's best.json") from None
-    except (OSError, ValueError) as error:
-        raise UserError(f"--settings={path}: not a JSON file of settings ({error})") from None
+    except (OSError, ValueError, RecursionError) as error:
+        raise UserError(f"--settings={path}: not a JSON file of settings "
+                        f"({type(error).__name__})") from None
+    if isinstance(content, dict) and "run_id" in content:
+        raise UserError(f"--settings={path} is a training run's record: give a file of "
+                        f"settings, such as tune.py's best.json")
     found = content.get("settings", content) if isinstance(content, dict) else None
-    if len(text) > 1_000_000 or not isinstance(found, dict):
+    if not isinstance(found, dict):
         raise UserError(f"--settings={path}: expected a JSON object of settings, "
                         f'{{"learning_rate": 0.001, ...}} (under "settings" or alone)')
     values = {}
@@ -202,11 +210,20 @@ def settings_file(path, known):
         if key not in known or key == "SETTINGS":
             raise UserError(f"--settings={path}: {name!r} is not a setting of this script "
                             f"(--help lists them)")
+        if key in shell_only:
+            raise UserError(f"--settings={path}: --{key.lower()} is given on the command line "
+                            f"only: remove it from the file")
         default = known[key]
         expected = type(default) if not isinstance(default, float) else (int, float)
-        if isinstance(value, bool) != isinstance(default, bool) or not isinstance(
-                value, expected) or (isinstance(value, float) and not math.isfinite(value)):
-            raise UserError(f"--settings={path}: {name}={value!r} should be like {default!r}")
+        try:
+            fits = (isinstance(value, bool) == isinstance(default, bool)
+                    and isinstance(value, expected) and math.isfinite(float(value))
+                    if not isinstance(default, str) else isinstance(value, str))
+        except OverflowError:
+            fits = False
+        if not fits:
+            raise UserError(f"--settings={path}: {name}={str(value)[:40]!r} should be like "
+                            f"{default!r}")
         values[key] = type(default)(value)
     return values
 

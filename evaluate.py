@@ -276,8 +276,13 @@ def write_plots(checkpoint, split, record, x, y, probabilities, names, matrix, l
 def main(argv=None):
     settings = configure(globals(), positional="CHECKPOINT", argv=argv)
     thresholds = parse_confidences(settings.confidences)
-    if settings.errors and os.path.isdir(settings.errors):
-        raise UserError(f"--errors={settings.errors} is a folder: give a file name, errors.csv")
+    if settings.errors and (not settings.errors.endswith(".csv")
+                            or os.path.isdir(settings.errors)):
+        raise UserError(f"--errors={settings.errors}: give the name of a .csv file to write, "
+                        f"such as errors.csv")
+    if settings.suspects and (settings.errors or settings.json or settings.split != "test"):
+        raise UserError("--suspects ranks the images of every split on its own: leave out "
+                        "--errors, --json and --split")
     split, checkpoint = settings.split, settings.checkpoint
     record = inference.read_record(checkpoint)  # and the data before the model: at once
     names = classes.class_names(settings.labels, record["data"])

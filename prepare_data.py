@@ -258,6 +258,8 @@ def prepare(source=INPUT, seed=SEED, prepared_dir=PREPARED_DIR, verbose=True):
     cached = _read_cache(data_path, manifest_path, sha)
     if cached and os.path.isdir(source) and "files" not in cached[3]:
         cached = None  # a cache from before the files were kept: the same split, made again
+        if verbose:
+            print(f"framing {source} again: its cache predates the list of its files")
     x, y, split, manifest = cached or _build(source, load, seed, data_path, manifest_path,
                                              verbose)
     # the split as it is, not as the manifest says it was: what the run record keeps

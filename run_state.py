@@ -40,6 +40,10 @@ RESUME_NOTE = "image_classifier_resume.json"  # a resume point's run id and hist
 EARLIER = "earlier"                   # --set_aside moves another data's best model in here
 
 
+class Diverged(UserError):
+    """The loss turned NaN or infinite: the run stopped (tune.py prunes such a trial)."""
+
+
 def read_json(path):
     try:
         with open(path) as f:
@@ -325,7 +329,7 @@ def keep_best(out_dir, run_info, history, best, patience, write_dir=None, networ
         def on_train_batch_end(self, batch, logs=None):
             loss = (logs or {}).get("loss")
             if loss is not None and not math.isfinite(float(loss)):
-                raise UserError(f"the loss became {float(loss)} (training diverged) and was "
+                raise Diverged(f"the loss became {float(loss)} (training diverged) and was "
                                 f"stopped; {self.out_dir} keeps the last good model: lower "
                                 f"--learning_rate and start again with --fresh=True")
 

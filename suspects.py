@@ -1,16 +1,18 @@
 """evaluate.py --suspects: the images whose given label is least likely, each judged by a model
 that never trained on it. Validation and test images are judged by the checkpoint; the training
 split by k-fold: --folds more runs of the checkpoint's recipe, each trained without one part of
-it (in suspects/fold-K beside the checkpoint: a killed ranking resumes them). The ranking itself
-is cleanlab's (confident learning): its label quality score, and which images it flags.
+it (beside the checkpoint, in suspects/<its run>-<folds>-folds/fold-K: a killed ranking
+resumes them). The ranking itself is cleanlab's (confident learning): its label quality score,
+and which images it flags.
 """
 import dataclasses
 import os
 
 import numpy as np
 
-from common import lazy_import
+from common import UserError, lazy_import
 import inference
+import run_state
 
 cleanlab_filter = lazy_import("cleanlab.filter")  # loaded on first use
 cleanlab_rank = lazy_import("cleanlab.rank")
@@ -54,12 +56,22 @@ def out_of_fold(checkpoint, record, prepared, folds, data="", prepared_dir="data
             model, prepared[f"x_{split}"], batch_size)
     fold = fold_of(prepared["y_train"], folds, record["data"]["seed"])
     for k in range(folds):
+        # keyed by the checkpoint's run: a model retrained there gets folds of its own recipe
         folder = os.path.join(os.path.dirname(os.path.abspath(checkpoint)), "suspects",
-                              f"fold-{k + 1}")
-        log(f"fold {k + 1} of {folds}: training without {np.sum(fold == k)} training images "
-            f"({folder})")
+                              f"{record.get('run_id', 'run')}-{folds}-folds", f"fold-{k + 1}")
+        log(f"fold {k + 1} of {folds}: {np.sum(fold == k)} training images, judged by a run "
+            f"without them ({folder})")
         held_out = np.flatnonzero(fold == k)
-        train.run_training(fold_settings(record, folder, data, prepared_dir), held_out=held_out)
+        kept = run_state.read_json(os.path.join(folder, "best.json")) or {}
+        finished = not os.path.exists(os.path.join(folder, "resume"))
+        if not (finished and kept.get("settings", {}).get("HELD_OUT") == train.held_out_id(
+                held_out)):  # (a ranking run again uses the folds it finished)
+            train.run_training(fold_settings(record, folder, data, prepared_dir),
+                               held_out=held_out)
+            kept = run_state.read_json(os.path.join(folder, "best.json")) or {}
+        if kept.get("settings", {}).get("HELD_OUT") != train.held_out_id(held_out):
+            raise UserError(f"{folder} keeps a model that trained on other images than this "
+                            f"fold's (an earlier ranking's): remove that folder and run again")
         fold_model = inference.load_network(os.path.join(folder, "best.keras"))
         probabilities[prepared["index_train"][held_out]] = inference.probabilities(
             fold_model, prepared["x_train"][held_out], batch_size)

@@ -65,8 +65,9 @@ CLASS_WEIGHT = "off"      # balanced: weigh each training image by 1 / its class
                           # that rare classes count as much as common ones in the loss; off
 TEACHER = ""              # a best.keras of `python train.py --network=teacher` on the same --data
                           # and --seed: the network learns from its softened outputs too
-DISTILL_TEMPERATURE = 4.0 # (with --teacher) divides both networks' class scores before they are
-                          # compared: higher shows more of the teacher's second guesses
+DISTILL_TEMPERATURE = 2.0 # (with --teacher) divides both networks' class scores before they are
+                          # compared: higher shows more of the teacher's second guesses (2 led
+                          # 4 by 0.3 points on letters26: bench/README.md)
 LABEL_WEIGHT = 0.5        # (with --teacher) the labels' share of the loss; the teacher's: the rest
 INIT_FROM = ""            # a best.keras to start from: its weights, layer by layer, its head only
                           # where the classes agree (else a new head)
@@ -95,8 +96,10 @@ TENSORBOARD = False       # True: also write TensorBoard logs (loss, accuracy, l
                           # tensorboard --logdir out/tensorboard
 
 # Settings that may differ when a run is resumed: they do not change what is computed.
-RESUMABLE_CHANGES = {"SETTINGS", "SETTINGS_FROM", "DATA", "PREPARED_DIR", "OUT_DIR", "FRESH", "SET_ASIDE", "VERBOSE",
-                     "DISTRIBUTE", "TENSORBOARD", "CALIBRATE"}
+RESUMABLE_CHANGES = {"SETTINGS", "SETTINGS_FROM", "DATA", "PREPARED_DIR", "OUT_DIR", "FRESH",
+                     "SET_ASIDE", "VERBOSE", "DISTRIBUTE", "TENSORBOARD", "CALIBRATE"}
+# What a run does to its folder is the command line's alone, never a --settings file's.
+_SHELL_ONLY = ("OUT_DIR", "FRESH", "SET_ASIDE")
 # What each setting may be: an interval, or the choices (common.check_values).
 _RANGES = {"SEED": "[0, 4294967295]", "BATCH_SIZE": "[1, inf)", "EPOCHS": "[1, inf)",
            "LEARNING_RATE": "[0, inf)", "LR_SCHEDULE": ("auto", "plateau", "cosine", "constant"),
@@ -183,6 +186,11 @@ def run_training(settings, build_network=None, origins=None, callbacks=(), held_
                                held_out)
 
 
+def held_out_id(rows):
+    """What names a set of held-out training rows in a run record (their sha256)."""
+    return hashlib.sha256(np.asarray(rows, np.int64).tobytes()).hexdigest()
+
+
 def class_weights(labels, how):
     """{class: weight} for fit(), or None with --class_weight=off. balanced: scikit-learn's
     n / (classes * count of the class), over the classes the training split has."""
@@ -221,7 +229,7 @@ def train_in_folder(settings, build_network, chief, role, origins=None, extra_ca
     learnt_from, starting_point = {"TEACHER_RUN": None, "INIT_RUN": None,
                                    "SETTINGS_FROM": origins or None}, None
     if held_out is not None:  # a resume must hold out the same rows
-        learnt_from["HELD_OUT"] = hashlib.sha256(np.asarray(held_out, np.int64)).hexdigest()
+        learnt_from["HELD_OUT"] = held_out_id(held_out)
     if settings.teacher:
         learnt_from["TEACHER_RUN"] = transfer.source_summary(
             transfer.teacher_record(settings.teacher, fingerprint, settings.out_dir))
@@ -289,7 +297,8 @@ def train_in_folder(settings, build_network, chief, role, origins=None, extra_ca
     fit(epochs_done, training.frozen_until(settings))  # (none, without --freeze_epochs)
     if transfer.set_frozen(network, False):  # the whole network learns from here, with an
         with strategy.scope():               # optimiser of its own (Adam's moments from 0)
-            optimizer = training.optimizer_of(settings, steps_per_epoch, training.frozen_until(settings))
+            optimizer = training.optimizer_of(settings, steps_per_epoch,
+                                              training.frozen_until(settings))
             if settings.teacher:
                 transfer.compile_distiller(trainer, settings.label_smoothing, optimizer)
             else:

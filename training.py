@@ -40,8 +40,8 @@ def epoch_state(history, settings, network):
     """A Keras callback that sets before each epoch the learning rate of a plateau schedule
     (from the history) and the random stream of `network`'s dropout masks, which depends on
     (--seed, epoch) only. Keras does not save the dropout generators' state, so without this a
-    resumed run would replay epoch 1's. (The class is made here, when training starts: its base is Keras's,
-    and importing train.py must not load TensorFlow.)"""
+    resumed run would replay epoch 1's. (The class is made here, when training starts: its
+    base is Keras's, and importing train.py must not load TensorFlow.)"""
 
     class EpochState(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):

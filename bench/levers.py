@@ -8,7 +8,8 @@
 
 Each lever is a name and a set of train.py overrides (the LEVERS table below). Every run goes
 through exactly the path a user runs: `python train.py --data=... --seed=S <overrides>`, scored
-by the validation accuracy its record keeps (what `python evaluate.py --split=val` prints). Defaults are chosen on that table; `--split=test` scores the
+by the validation accuracy its record keeps (what `python evaluate.py --split=val` prints).
+Defaults are chosen on that table; `--split=test` scores the
 same runs' checkpoints on their test splits (training only what is not cached), for the final
 check of the finalists, and labels the table so. Runs are cached by (data, seed, overrides) in
 WORK_DIR, so a grown list only pays for what is new; after a change to train.py that alters

@@ -42,7 +42,7 @@ def weights_of(path):
 
 @pytest.mark.parametrize("schedule", ["plateau", "cosine"])  # rate from the history / the step
 def test_killed_run_resumes_exactly_like_an_uninterrupted_one(tmp_path, schedule):
-    data = write_pickle(tmp_path / "train.pkl", make_dataset(per_class=30))
+    data = write_pickle(tmp_path / "train.pkl", make_dataset(per_class=20))
     args = [sys.executable, os.path.join(ROOT, "train.py"), f"--data={data}", "--epochs=5",
             "--patience=100", "--batch_size=16", "--deterministic=True", "--verbose=2",
             f"--lr_schedule={schedule}"]

@@ -34,8 +34,15 @@ def test_flipped_labels_come_out_on_top_of_the_suspects(tmp_path, monkeypatch, c
                for row in rows[:20] if int(row["image"].split()[1]) in flipped) >= 8
     assert printed.count("): labelled ") == 20 and (tmp_path / "out/best-suspects.png").exists()
     # each fold's run trained without its part of the training split, which the record keeps
-    folds = [json.load(open(tmp_path / f"out/suspects/fold-{k}/best.json")) for k in (1, 2)]
+    run_id = json.load(open(tmp_path / "out/best.json"))["run_id"]
+    folds = [json.load(open(tmp_path / f"out/suspects/{run_id}-2-folds/fold-{k}/best.json"))
+             for k in (1, 2)]
     assert all(record["settings"]["HELD_OUT"] for record in folds)
     trained = [record["data"]["counts"]["train"] for record in folds]
+    # ranked again: the finished folds are used as they are, the ranking is the same
+    ranking = (tmp_path / "out/best-suspects.csv").read_text()
+    evaluate.main(["--suspects", "--folds=2", "--top_suspects=0"])
+    assert "training on" not in capsys.readouterr().out
+    assert (tmp_path / "out/best-suspects.csv").read_text() == ranking
     assert sum(len(record["history"]) for record in folds) == 12
     assert trained[0] == len(prepared["y_train"])  # the manifest's count: the whole split

@@ -75,19 +75,19 @@ def test_tune_prunes_never_reads_test_and_its_best_trains_again_the_same(tmp_pat
     rows = list(csv.DictReader(open(out / "trials.csv")))
     assert [row["state"] for row in rows] == [state.lower() for state in states]
     assert os.path.getsize(out / "history.png") > 0
-    best = json.load(open(out / "best.json"))
+    best = json.load(open(out / "best-settings.json"))
     assert best["trial"] == study.best_trial.number and best["settings"]["LEARNING_RATE"] == 3e-3
-    # the printed command, and best.json, train exactly the best trial's run again
+    # the printed command, and best-settings.json, train exactly the best trial's run again
     command = next(line for line in printed.splitlines() if "train with them:" in line)
     argv = shlex.split(command.split("train with them: ")[1])[2:]
     assert argv[-1] == "--out_dir=out/tuned"
     train.main(argv)
-    train.main([f"--settings={out}/best.json", "--out_dir=from-file", "--epochs=2"])
+    train.main([f"--settings={out}/best-settings.json", "--out_dir=from-file", "--epochs=2"])
     history = (out / f"trial-{best['trial']:04d}" / "history.csv").read_text()
     assert (tmp_path / "out/tuned/history.csv").read_text() == history
     assert (tmp_path / "from-file/history.csv").read_text() == history
     record = json.load(open(tmp_path / "from-file/best.json"))
-    assert record["settings"]["SETTINGS_FROM"]["LEARNING_RATE"] == f"{out}/best.json"
+    assert record["settings"]["SETTINGS_FROM"]["LEARNING_RATE"] == f"{out}/best-settings.json"
     assert record["settings"]["SETTINGS_FROM"]["EPOCHS"] == "command line"
 
 
@@ -150,6 +150,50 @@ def test_refusals_come_before_tensorflow_in_one_line(tmp_path, monkeypatch):
                       "holds study 'tune'", "another --out_dir")
 
 
+def test_ctrl_c_and_a_surplus_trial_and_what_tune_refuses(tmp_path, monkeypatch, capsys):
+    import optuna
+    import train
+    import tune
+    data = write_pickle(tmp_path / "train.pkl", make_dataset())
+    monkeypatch.chdir(tmp_path)
+    args = [f"--data={data}", "--out_dir=study", "--trials=1", "--epochs=1",
+            *only(dropout="0.3..0.5")]
+    run_training = train.run_training
+
+    def stopped(*a, **k):  # Ctrl-C in the middle of the first trial
+        raise KeyboardInterrupt
+    monkeypatch.setattr(train, "run_training", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        tune.main(args)
+    monkeypatch.setattr(train, "run_training", run_training)
+    tune.main(args)  # the same command: the interrupted trial runs again, with its settings
+    assert "trial 0 was interrupted: it runs again" in capsys.readouterr().out
+    study = study_of(tmp_path / "study")
+    assert [t.state.name for t in study.trials] == ["FAIL", "COMPLETE"]
+    assert study.trials[1].params == study.trials[0].params
+    # a trial that finds --trials others numbered below it gives way before it trains
+    ran = []
+    one_trial = tune.objective(tune.settings_and_space(args)[0], None, {}, ran)
+    study.optimize(one_trial, n_trials=1, catch=(tune.Surplus,))
+    assert study.trials[-1].state.name == "FAIL" and study.trials[-1].user_attrs["surplus"]
+    assert not (tmp_path / f"study/trial-{ran[-1]:04d}").exists()
+    # refused: a setting both given and searched, --fresh, data that is not there, another
+    # study's folder, a database's password shown
+    for argv, words in [([f"--data={data}", "--dropout=0.3", *only(dropout="0.3..0.5")],
+                         "given and searched"),
+                        ([f"--data={data}", "--fresh", *only(dropout="0.3..0.5")], "--fresh"),
+                        (["--data=absent.pkl", *only(dropout="0.3..0.5")], "no such file"),
+                        ([*args[:-len(SEARCHED)], "--study=other", *only(dropout="0.3..0.5")],
+                         "holds study 'tune'"),
+                        ([f"--data={data}", "--out_dir=pg", *only(dropout="0.3..0.5"),
+                          f"--storage=postgresql://me:secret@127.0.0.1:{free_port()}/db"],
+                         "me:***@")]:
+        message = refusal(tune.main, *argv)
+        assert words in message and "secret" not in message, message
+    optuna.delete_study(study_name="tune", storage=f"sqlite:///{tmp_path}/study/study.db")
+    assert "earlier study" in refusal(tune.main, *args)  # its trials' folders are still there
+
+
 def test_the_search_space_at_the_top_of_tune_py_is_valid():
     import optuna
     import search_space
@@ -209,6 +253,10 @@ def test_settings_file_is_read_first_and_refused_when_wrong(tmp_path):
     for content, words in (('{"epochs": 2.5}', "should be like 60"),
                            ('{"nonsense": 1}', "not a setting"),
                            ('{"augment": "yes"}', "should be like true"),
+                           ('{"learning_rate": 1e400}', "should be like 0.002"),
+                           ('{"out_dir": "/etc"}', "command line only"),
+                           ('{"run_id": "x", "settings": {}}', "run's record"),
+                           ("[" * 100000, "not a json file"),
                            ("[1, 2]", "json object"), ("{not json", "not a json file")):
         (tmp_path / "bad.json").write_text(content)
         assert_user_error(run_script("train.py", f"--settings={tmp_path}/bad.json",
@@ -300,4 +348,4 @@ def test_two_workers_share_one_study_in_postgresql(tmp_path, postgres):
     # the study's best, as any worker reports it once the study is done
     result = run_script("tune.py", *args, "--out_dir=machine-c", cwd=tmp_path)
     assert result.returncode == 0 and not glob.glob(str(tmp_path / "machine-c/trial-*"))
-    assert json.load(open(tmp_path / "machine-c/best.json"))["trial"] == study.best_trial.number
+    assert json.load(open(tmp_path / "machine-c/best-settings.json"))["trial"] == study.best_trial.number
