@@ -12,8 +12,8 @@ command again and a killed study carries on: finished trials are kept, the inter
 run again (resuming its training), and --trials counts them all. Several machines given the
 same --storage share the study: each trial runs once. Writes into --out_dir: a folder per trial
 (train.py's run there, and its log), trials.csv, best-settings.json (the best trial's settings,
-which `python train.py --settings=out/tune/best-settings.json` trains with) and with --plots the study's history and
-the settings' importances as PNG files.
+which `python train.py --settings=out/tune/best-settings.json` trains with) and with --plots the
+study's history and the settings' importances as PNG files.
 """
 import contextlib
 import csv
@@ -108,20 +108,19 @@ def objective(settings, trial_base, space, ran):
     log there; reports each epoch's validation accuracy so that the pruner can stop it. Adds
     each trial's number to the list `ran`."""
     import optuna
-    with quiet_native_stderr():  # TensorFlow's C++ start-up notices
-        import keras
-        import tensorflow as tf
-    tf.get_logger().setLevel("ERROR")  # each trial's new functions are not "retracing"
 
-    class ReportEachEpoch(keras.callbacks.Callback):
-        def __init__(self, trial):
-            super().__init__()
-            self.trial = trial
+    def report_each_epoch(trial):  # (Keras loads here, when a trial starts, not before)
+        with quiet_native_stderr():  # TensorFlow's C++ start-up notices
+            import keras
+            import tensorflow as tf
+        tf.get_logger().setLevel("ERROR")  # each trial's new functions are not "retracing"
 
-        def on_epoch_end(self, epoch, logs=None):
-            self.trial.report(logs["val_accuracy"], epoch)
-            if self.trial.should_prune():
-                raise optuna.TrialPruned(f"pruned after epoch {epoch + 1}")
+        class ReportEachEpoch(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch, logs=None):
+                trial.report(logs["val_accuracy"], epoch)
+                if trial.should_prune():
+                    raise optuna.TrialPruned(f"pruned after epoch {epoch + 1}")
+        return ReportEachEpoch()
 
     def one_trial(trial):
         ran.append(trial.number)
@@ -137,13 +136,14 @@ def objective(settings, trial_base, space, ran):
                 open(os.path.join(folder, "train.log"), "a") as log, \
                 contextlib.redirect_stdout(log):
             try:
-                record = train.run_training(trial_settings, callbacks=[ReportEachEpoch(trial)])
+                record = train.run_training(trial_settings, callbacks=[report_each_epoch(trial)])
             except KeyboardInterrupt:  # Optuna marks the trial failed: this one runs again
                 trial.set_user_attr("interrupted", True)
                 raise
             except run_state.Diverged as error:  # these settings are hopeless: on to others
                 raise optuna.TrialPruned(str(error)) from None
             finally:
+                import keras
                 keras.backend.clear_session()  # the next trial starts with a clean slate
             _, best = run_state.best_epoch_of(record["history"])
             trial.set_user_attr("epochs", len(record["history"]))

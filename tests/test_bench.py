@@ -87,7 +87,7 @@ def test_accuracy_benchmark_runs_both_recipes(tmp_path, tiny_pickle):
 
 
 def test_speed_benchmark_reports_every_measure(tmp_path):
-    result = run_script("bench/speed.py", "--train_images=256", "--test_images=128",
+    result = run_script("bench/speed.py", "--train_images=128", "--test_images=64",
                         "--epochs=2", "--dense_units=64", "--command_repeats=1",
                         f"--output={tmp_path / 'speed.md'}",
                         cwd=tmp_path, timeout=900)
@@ -98,7 +98,7 @@ def test_speed_benchmark_reports_every_measure(tmp_path):
                     "command: python predict.py --checkpoint=best.keras one.png",
                     "framing image files"):
         assert measure in table, measure
-    assert "256 training and 128 test images" in result.stdout
+    assert "128 training and 64 test images" in result.stdout
     assert "data: generated" in result.stdout  # --data: no such file here, so generated images
     import model
     assert f"model: {model.build_model(dense_units=64).count_params():,} parameters" in result.stdout

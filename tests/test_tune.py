@@ -91,7 +91,9 @@ def test_tune_prunes_never_reads_test_and_its_best_trains_again_the_same(tmp_pat
     assert record["settings"]["SETTINGS_FROM"]["EPOCHS"] == "command line"
 
 
-def test_a_study_killed_mid_trial_finishes_without_redoing_finished_trials(tmp_path):
+def test_a_study_killed_mid_trial_finishes_without_redoing_finished_trials(tmp_path,
+                                                                            monkeypatch, capsys):
+    import tune
     data = write_pickle(tmp_path / "train.pkl", make_dataset())
     args = [f"--data={data}", "--out_dir=study", "--trials=3", "--epochs=2", "--prune=False",
             *only(learning_rate="1e-3..5e-3 log", dropout="0.3..0.5")]
@@ -106,9 +108,9 @@ def test_a_study_killed_mid_trial_finishes_without_redoing_finished_trials(tmp_p
     finished = digest(tmp_path / "study/trial-0000")
     before = first_epoch.read_text().splitlines()
     assert len(before) == 2, before  # (the header and epoch 1)
-    result = run_script("tune.py", *args, cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "trial 1 was interrupted: it runs again" in result.stdout
+    monkeypatch.chdir(tmp_path)
+    tune.main(args)  # the same command (here, in this process: TensorFlow is loaded already)
+    assert "trial 1 was interrupted: it runs again" in capsys.readouterr().out
     assert digest(tmp_path / "study/trial-0000") == finished  # kept, not trained again
     study = study_of(tmp_path / "study")
     done = [trial for trial in study.trials if trial.state.name == "COMPLETE"]
@@ -212,7 +214,8 @@ def test_the_search_space_at_the_top_of_tune_py_is_valid():
         tune.train.check_settings(tune.dataclasses.replace(base, **values))
 
 
-def test_another_machines_lost_trial_runs_again_after_lost_after(tmp_path):
+def test_another_machines_lost_trial_runs_again_after_lost_after(tmp_path, monkeypatch):
+    import tune
     data = write_pickle(tmp_path / "train.pkl", make_dataset())
     args = [f"--data={data}", f"--storage=sqlite:///{tmp_path}/shared.db", "--trials=2",
             "--epochs=3", "--lost_after=2", "--prune=False", *only(dropout="0.3..0.5")]
@@ -226,8 +229,8 @@ def test_another_machines_lost_trial_runs_again_after_lost_after(tmp_path):
     lost.send_signal(signal.SIGKILL)  # machine a is gone, in the middle of trial 0
     lost.wait()
     time.sleep(3)  # longer than --lost_after
-    result = run_script("tune.py", *args, "--out_dir=machine-b", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
+    monkeypatch.chdir(tmp_path)
+    tune.main([*args, "--out_dir=machine-b"])  # machine b (this process)
     study = study_of(None, f"sqlite:///{tmp_path}/shared.db")
     assert [t.state.name for t in study.trials].count("COMPLETE") == 2
     rerun = next(t for t in study.trials if t.system_attrs.get("failed_trial") == 0)
