@@ -107,6 +107,9 @@ def report_suspects(settings, record, prepared, names):
           f"validation and test images, {settings.folds} runs of its recipe the training split "
           f"(in {os.path.join(os.path.dirname(os.path.abspath(checkpoint)), 'suspects')}; "
           f"a stopped ranking resumes them)", flush=True)
+    if record.get("settings", {}).get("INIT_RUN"):
+        print(f"note: {checkpoint} started from {record['settings'].get('INIT_FROM')}: if that "
+              f"model learnt from some of these images, it judges them less freely")
     probabilities = suspects.out_of_fold(checkpoint, record, prepared, settings.folds,
                                          settings.data, settings.prepared_dir,
                                          settings.batch_size)
