@@ -156,7 +156,8 @@ def configure(*namespaces, argv=None, positional=None, origins=None):
         values[key] = _parse_value(name, text, values[key])
         given.add(key)
     if values.get("SETTINGS"):
-        shell_only = {key for namespace in namespaces for key in namespace.get("_SHELL_ONLY", ())}
+        shell_only = {key for namespace in namespaces
+                      for key in namespace.get("_SHELL_ONLY", ())}
         for key, value in settings_file(values["SETTINGS"], values, shell_only).items():
             if key not in given:
                 values[key] = value
@@ -181,10 +182,10 @@ def configure(*namespaces, argv=None, positional=None, origins=None):
 
 def settings_file(path, known, shell_only=()):
     """{NAME: value} from a JSON file of settings, typed like the `known` ones ({NAME: default}):
-    the object itself, or its "settings" member (tune.py's best.json). Plain JSON: reading it
-    runs nothing. A UserError names a missing, unreadable or outsized file, a run's record, an
-    unknown name, one of the `shell_only` settings (what a run does to its folder is the
-    command line's to say) or a value of the wrong kind."""
+    the object itself, or its "settings" member (tune.py's best-settings.json). Plain JSON:
+    reading it runs nothing. A UserError names a missing, unreadable or outsized file, a run's
+    record, an unknown name, one of the `shell_only` settings (what a run does to its folder is
+    the command line's to say) or a value of the wrong kind."""
     try:
         with open(path, "rb") as f:
             text = f.read(1_000_001)
@@ -193,13 +194,13 @@ def settings_file(path, known, shell_only=()):
         content = json.loads(text)
     except FileNotFoundError:
         raise UserError(f"--settings={path}: no such file: give a JSON file of settings, such "
-                        f"as tune.py's best.json") from None
+                        f"as tune.py's best-settings.json") from None
     except (OSError, ValueError, RecursionError) as error:
         raise UserError(f"--settings={path}: not a JSON file of settings "
                         f"({type(error).__name__})") from None
     if isinstance(content, dict) and "run_id" in content:
         raise UserError(f"--settings={path} is a training run's record: give a file of "
-                        f"settings, such as tune.py's best.json")
+                        f"settings, such as tune.py's best-settings.json")
     found = content.get("settings", content) if isinstance(content, dict) else None
     if not isinstance(found, dict):
         raise UserError(f"--settings={path}: expected a JSON object of settings, "

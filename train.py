@@ -42,7 +42,7 @@ tf = lazy_import("tensorflow")
 sklearn_class_weight = lazy_import("sklearn.utils.class_weight")
 tf_config = lazy_import("tensorflow.python.framework.config")  # the public half lacks the query
 
-SETTINGS = ""             # a JSON file of settings to start from, e.g. tune.py's best.json;
+SETTINGS = ""             # a JSON file of settings to start from (tune.py's best-settings.json);
                           # the options given with it override the file's
 DATA = "data/train.pkl"   # your train.pkl (or .npz), or a folder of class subfolders of images;
                           # the embedded digits while data/train.pkl is absent
