@@ -1,14 +1,12 @@
 """Where the data comes from, read and checked: the users' pickle or .npz (safely: no code the
 file carries ever runs, and no array much larger than the file is built), the embedded MNIST
-digits, and folders of class subfolders of images (framed by framing.py). Each gives N x 3136
-uint8 pixels 0/1 and int64 labels, or a UserError naming the problem and the fix.
+digits. Each gives N x 3136 uint8 pixels 0/1 and int64 labels, or a UserError naming the
+problem and the fix. (Folders of images: image_folders.py.)
 """
-import hashlib
 import io
 import math
 import os
 import pickle
-import sys
 import zipfile
 
 import numpy as np
@@ -18,7 +16,6 @@ import classes
 import data_format
 
 EMBEDDED_CLASSES = 10     # the embedded default's labels 0..9 are the digits
-FOLDER_FORMAT = "folder-v2"  # hashed with a folder's files: bump when the framing changes
 # A pickle refers to a row as often as it likes for a few bytes: a small file can stand for
 # arrays of gigabytes. Arrays of more than this many times the file's size (and more than
 # MIN_BOUND_MB) are refused before they are built; honest pickles stay under 8 times.
@@ -263,95 +260,3 @@ def embedded_dataset():
     images, labels = mnist_data()
     x = np.stack([frame_character(im.reshape(28, 28) / 255.0).ravel() for im in images])
     return x.astype(np.uint8), labels.astype(np.int64)
-
-
-# ---------------------------------------------------------------------------- image folders
-
-def folder_classes(folder):
-    """(class names, [(label, path)]) of a folder of class subfolders (hidden files and
-    folders left out), with a clear error for a folder that is not laid out that way."""
-    subfolders = sorted(entry.name for entry in os.scandir(folder)
-                        if entry.is_dir() and not entry.name.startswith("."))
-    if len(subfolders) < 2:
-        only = f": {subfolders[0]}" if subfolders else ""
-        raise UserError(f"{folder} has {len(subfolders) or 'no'} class subfolder"
-                        f"{'' if len(subfolders) == 1 else 's'}{only}"
-                        f": an image folder holds one subfolder per class (at least 2), named "
-                        f"by the class, like {os.path.join(folder, 'A', '1.png')}")
-    files = []
-    for label, name in enumerate(subfolders):
-        found = []
-        for root, folders, file_names in os.walk(os.path.join(folder, name)):
-            folders[:] = sorted(entry for entry in folders if not entry.startswith("."))
-            found.extend(os.path.join(root, file) for file in sorted(file_names)
-                         if not file.startswith("."))
-        if not found:
-            raise UserError(f"{os.path.join(folder, name)} holds no files: put the class's "
-                            f"images in it, or remove it")
-        files.extend((label, path) for path in found)
-    return subfolders, files
-
-
-def folder_sha256(folder, files):
-    """The fingerprint of an image folder: every file's path in it and its contents, so that
-    an added, removed, renamed or changed image makes a new split."""
-    sha = hashlib.sha256(FOLDER_FORMAT.encode())
-    for _, path in files:
-        with open(path, "rb") as f:
-            content = hashlib.sha256(f.read()).digest()
-        sha.update(os.path.relpath(path, folder).replace(os.sep, "/").encode() + b"\0" + content)
-    return sha.hexdigest()
-
-
-def refuse_empty_classes(folder, names, labels):
-    """A clear error for the first class that none of `labels` (of its usable images) has."""
-    present = set(labels)
-    empty = [name for label, name in enumerate(names) if label not in present]
-    if empty:
-        raise UserError(f"{os.path.join(folder, empty[0])} holds no readable image with ink: "
-                        f"check its files")
-
-
-def read_image_folder(folder, names, files):
-    """(x N x 3136, y, the files of the rows: paths under the folder) from the (label, path)
-    image files of a folder: each framed by framing.py, as predict.py frames a file. Files that
-    are not readable images, or hold no ink, are skipped with a warning that names them; a
-    class left with no image is refused."""
-    from PIL import Image, UnidentifiedImageError
-    import framing  # TensorFlow: loaded only when the images are framed, below
-    unreadable = []
-    for _, path in files:  # first the files' headers: a class of no images answers at once
-        try:
-            with Image.open(path):
-                pass
-        except (UnidentifiedImageError, OSError, Image.DecompressionBombError, SyntaxError):
-            unreadable.append(path)
-    skip = set(unreadable)
-    opened = [(label, path) for label, path in files if path not in skip]
-    refuse_empty_classes(folder, names, [label for label, _ in opened])
-    rows, labels, kept, blank = [], [], [], []
-    for label, path in opened:
-        with open(path, "rb") as f:
-            raw = f.read()
-        try:
-            pixels = framing.read_image_file(raw, path)
-        except UserError:  # a header that opens, a body that does not decode
-            unreadable.append(path)
-            continue
-        if not pixels.any():
-            blank.append(path)
-            continue
-        rows.append(pixels)
-        labels.append(label)
-        kept.append(os.path.relpath(path, folder).replace(os.sep, "/"))
-    refuse_empty_classes(folder, names, labels)
-    y = np.asarray(labels, np.int64)
-    unreadable, blank = ([os.path.relpath(path, folder) for path in paths]
-                         for paths in (unreadable, blank))
-    for problem, skipped in (("not a readable image", unreadable), ("blank (no ink)", blank)):
-        if skipped:
-            shown = ", ".join(skipped[:5]) + (f" and {len(skipped) - 5} more"
-                                               if len(skipped) > 5 else "")
-            print(f"warning: skipped {len(skipped)} file(s) of {folder}, each {problem}: "
-                  f"{shown}", file=sys.stderr)
-    return np.stack(rows).astype(np.uint8), y, kept

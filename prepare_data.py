@@ -26,6 +26,7 @@ from common import UserError, atomic_path, configure, run, write_text_atomic
 import classes
 import data_format
 import data_sources
+import image_folders
 
 _DEFAULT_INPUT = "data/train.pkl"  # when absent, the embedded default stands in for it
 INPUT = _DEFAULT_INPUT    # your pickle (train_x, train_y), an .npz, or a folder of class
@@ -208,10 +209,10 @@ def _build(source, load, seed, data_path, manifest_path, verbose):
     return x, y, split, manifest
 
 
-def _loader(source):
+def _loader(source, prepared_dir, verbose):
     """(sha256 or None, cache key, load) for a source: `load()` reads and checks it in full,
     which only a cache miss needs; the sha256 (of the file, or of a folder's files) comes
-    first."""
+    first. A folder's framed images are kept under `prepared_dir` until its split is."""
     if source == data_format.EMBEDDED:
         def load():
             x, y = data_sources.embedded_dataset()
@@ -221,10 +222,11 @@ def _loader(source):
         # (bump the key's version when embedded_dataset or the manifest change)
         return None, data_format.EMBEDDED + "-v3", load
     if os.path.isdir(source):
-        names, files = data_sources.folder_classes(source)
-        sha = data_sources.folder_sha256(source, files)
+        names, files = image_folders.folder_classes(source)
+        sha = image_folders.folder_sha256(source, files)
         def load_folder():
-            x, y, kept = data_sources.read_image_folder(source, names, files)
+            x, y, kept = image_folders.read_image_folder(
+                source, names, files, image_folders.work_dir_of(prepared_dir, sha), verbose)
             return x, y, {"source_sha256": sha, "num_classes": len(names), "class_names": names,
                           "files": kept}  # each row's file, for evaluate.py --errors
         return sha, sha[:16], load_folder
@@ -253,7 +255,7 @@ def prepare(source=INPUT, seed=SEED, prepared_dir=PREPARED_DIR, verbose=True):
     source = resolve_source(source)
     if source == data_format.EMBEDDED and verbose:
         announce_embedded()
-    sha, key, load = _loader(source)
+    sha, key, load = _loader(source, prepared_dir, verbose)
     data_path, manifest_path = _cache_paths(prepared_dir, key, seed)
     cached = _read_cache(data_path, manifest_path, sha)
     if cached and os.path.isdir(source) and "files" not in cached[3]:
@@ -262,6 +264,8 @@ def prepare(source=INPUT, seed=SEED, prepared_dir=PREPARED_DIR, verbose=True):
             print(f"framing {source} again: its cache predates the list of its files")
     x, y, split, manifest = cached or _build(source, load, seed, data_path, manifest_path,
                                              verbose)
+    if os.path.isdir(source):  # its split is cached: the framed chunks are done with
+        image_folders.remove_work_dir(image_folders.work_dir_of(prepared_dir, sha))
     # the split as it is, not as the manifest says it was: what the run record keeps
     manifest = {**manifest, "split_sha256": split_fingerprint(split)}
     result = {"manifest": manifest, "x": x, "y": y}  # all of it, in the source's order

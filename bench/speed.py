@@ -10,7 +10,8 @@ Also: the compute floor from this machine's measured peak FLOP/s, the epoch time
 pipeline at all, the cost of DETERMINISTIC=True, and how long commands take from the shell
 (--help, a mistake, predict.py on one image file, with TensorFlow, on its first run and from
 the LiteRT copies that run writes: each the fastest of --command_repeats runs),
-and how many image files a second framing.py frames.
+and how many image files a second framing.py frames, one by one and as a folder of
+--folder_images PNGs is framed by its first preparation (image_folders.py).
 All ratios come from one run on one machine.
 """
 import dataclasses
@@ -49,6 +50,7 @@ TRAIN_IMAGES = 18_082              # training images, as many as the real data's
 TEST_IMAGES = 6_026                # test images for timed inference (the real test split's size)
 EPOCHS = 3                         # timed epochs per configuration; the first also traces
 COMMAND_REPEATS = 3                # runs of each timed command; the fastest counts
+FOLDER_IMAGES = 30_000             # PNGs in the generated image folder whose framing is timed
 OUTPUT = "bench/results/speed.md"  # Markdown copy of the figures
 
 
@@ -211,25 +213,48 @@ def time_commands(model, x, report, repeats=COMMAND_REPEATS):
                command_seconds(one_file, folder, 0, repeats), "s")
 
 
-def framing_images_per_second(x, count=200):
-    """How many image files a second framing.py frames (what a folder's first preparation
-    and predict.py do to each file): `count` test images drawn dark on light at 112 to 448
-    pixels a side, as PNG bytes, decoded and framed one by one."""
-    import framing
+def generated_pngs(x, count):
+    """`count` PNGs (bytes) of the images `x` (cycled), drawn dark on light at 112 to 448
+    pixels a side."""
     from PIL import Image
     rng = np.random.default_rng(0)
-    files = []
-    for image in x[:count]:
+    for index in range(count):
         side = int(rng.integers(112, 449))
-        drawn = Image.fromarray((255 - 255 * image.reshape(56, 56)).astype(np.uint8))
+        drawn = Image.fromarray((255 - 255 * x[index % len(x)].reshape(56, 56)).astype(np.uint8))
         buffer = io.BytesIO()
         drawn.resize((side, side), Image.BILINEAR).save(buffer, "PNG")
-        files.append(buffer.getvalue())
+        yield buffer.getvalue()
+
+
+def framing_images_per_second(x, count=200):
+    """How many image files a second framing.py frames one by one (what predict.py does to
+    each file): `count` generated_pngs, decoded and framed in this process."""
+    import framing
+    files = list(generated_pngs(x, count))
     framing.read_image_file(files[0], "the first file")  # traces the framing once
     started = time.perf_counter()
     for raw in files:
         framing.read_image_file(raw, "a timed file")
     return len(files) / (time.perf_counter() - started)
+
+
+def folder_images_per_second(x, y, count):
+    """How many images a second a folder of `count` generated_pngs (a class subfolder per
+    label) is framed, as its first preparation frames it: image_folders.read_image_folder,
+    timed from its start (the worker processes' start counted) to its end."""
+    import image_folders
+    with tempfile.TemporaryDirectory() as work:
+        folder = os.path.join(work, "images")
+        for index, raw in enumerate(generated_pngs(x, count)):
+            path = os.path.join(folder, str(y[index % len(y)]), f"{index}.png")
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "wb") as f:
+                f.write(raw)
+        names, files = image_folders.folder_classes(folder)
+        started = time.perf_counter()
+        image_folders.read_image_folder(folder, names, files, os.path.join(work, "framing"),
+                                        verbose=False)
+        return count / (time.perf_counter() - started)
 
 
 def peak_memory_mb():
@@ -267,8 +292,13 @@ def main(argv=None):
     report("ours: evaluation", images_per_second(model, x_test), "images/s")
     report("ours: peak memory so far", peak_memory_mb(), "MB")
     time_commands(model, x_test, report, settings.command_repeats)
-    report("framing image files (framing.py; PNGs of 112-448 px)",
-           framing_images_per_second(x_test), "images/s")
+    one_by_one = framing_images_per_second(x_test)
+    report("framing image files one by one (framing.py; PNGs of 112-448 px)", one_by_one,
+           "images/s")
+    folder = folder_images_per_second(x_test, y, settings.folder_images)
+    report(f"framing a folder of {settings.folder_images:,} such PNGs (image_folders.py)",
+           folder, "images/s")
+    report("framing a folder: speed-up against one by one", folder / one_by_one, "x")
     floor = training_flops_per_image(model) * len(x) / flops
     report("compute floor: training FLOPs / peak rate", floor, "s")
     compute = time_compute_only(recipe, x, y, epochs)

@@ -1,4 +1,7 @@
-"""Shared test helpers: tiny generated datasets and a runner for the scripts."""
+"""Shared test helpers: tiny generated datasets and runners for the scripts."""
+import contextlib
+import importlib
+import io
 import os
 import pickle
 import subprocess
@@ -42,6 +45,26 @@ def run_script(script, *args, cwd, timeout=600):
     """Runs one of the project's scripts as a user would; returns the CompletedProcess."""
     return subprocess.run([sys.executable, os.path.join(ROOT, script), *args], cwd=cwd,
                           capture_output=True, text=True, timeout=timeout)
+
+
+def run_in_process(script, *args, cwd):
+    """Runs a top-level script's main() as `python script args` runs it (common.run: a
+    UserError is one line and exit code 2), but in this process, whose TensorFlow has started
+    already (about 6 s a process): for tests of what a script does, not of how its process
+    starts or ends. Returns a CompletedProcess of the exit code, stdout and stderr."""
+    import common
+    module = importlib.import_module(os.path.splitext(script)[0].replace("/", "."))
+    out, err, code = io.StringIO(), io.StringIO(), 0
+    here = os.getcwd()
+    os.chdir(cwd)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            common.run(lambda: module.main(list(args)))
+    except SystemExit as exit:
+        code = exit.code if isinstance(exit.code, int) else 1
+    finally:
+        os.chdir(here)
+    return subprocess.CompletedProcess([script, *args], code, out.getvalue(), err.getvalue())
 
 
 def run_scripts_together(*commands, cwd, timeout=600):

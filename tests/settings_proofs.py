@@ -140,7 +140,7 @@ PROOFS = {
        for name in ("data", "seeds", "reference_augment", "reference_steps", "train_args", "quick",
                     "work_dir", "output")},
     **{f"bench/speed.py --{name}": ("test_speed_benchmark_reports_every_measure",)
-       for name in ("data", "train_images", "test_images", "output", *MODEL)},
+       for name in ("data", "train_images", "test_images", "folder_images", "output", *MODEL)},
     **{f"bench/levers.py --{name}": (LEVERS,)
        for name in ("finalists", "seeds", "only", "datasets", "train_args", "run", "split",
                     "quick", "work_dir", "output")},

@@ -7,7 +7,7 @@ import re
 import numpy as np
 
 from bench import levers
-from conftest import assert_user_error, make_dataset, run_script, run_scripts_together
+from conftest import assert_user_error, make_dataset, run_in_process, run_script
 
 
 def test_lever_study_runs_caches_and_reports(tmp_path, tiny_pickle):
@@ -89,14 +89,15 @@ def test_accuracy_benchmark_runs_both_recipes(tmp_path, tiny_pickle):
 def test_speed_benchmark_reports_every_measure(tmp_path):
     result = run_script("bench/speed.py", "--train_images=128", "--test_images=64",
                         "--epochs=2", "--dense_units=64", "--command_repeats=1",
-                        f"--output={tmp_path / 'speed.md'}",
+                        "--folder_images=30", f"--output={tmp_path / 'speed.md'}",
                         cwd=tmp_path, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     table = (tmp_path / "speed.md").read_text()
     for measure in ("ours: epoch, augmentation on", "compute floor", "plain way",
                     "augmentation cost", "peak memory", "command: python train.py --help",
                     "command: python predict.py --checkpoint=best.keras one.png",
-                    "framing image files"):
+                    "framing image files one by one", "framing a folder of 30 such PNGs",
+                    "framing a folder: speed-up against one by one"):
         assert measure in table, measure
     assert "128 training and 64 test images" in result.stdout
     assert "data: generated" in result.stdout  # --data: no such file here, so generated images
@@ -147,11 +148,9 @@ def test_a_speed_levers_process_times_both_ways(capsys):
 
 def test_ceiling_compares_models_of_one_split(tmp_path, trained_tiny):
     work, data, _ = trained_tiny
-    for trained in run_scripts_together(
-            ("train.py", f"--data={data}", "--epochs=1", "--out_dir=dropout", "--dropout=0.2"),
-            ("train.py", f"--data={data}", "--epochs=1", "--out_dir=other-seed", "--seed=7"),
-            cwd=tmp_path):
-        assert trained.returncode == 0, trained.stderr[-3000:]
+    for trained in (("--out_dir=dropout", "--dropout=0.2"), ("--out_dir=other-seed", "--seed=7")):
+        result = run_in_process("train.py", f"--data={data}", "--epochs=1", *trained, cwd=tmp_path)
+        assert result.returncode == 0, result.stderr[-3000:]
     runs = [str(work / "out"), str(tmp_path / "dropout"), str(tmp_path / "other-seed")]
     mixed = run_script("bench/ceiling.py", *runs, cwd=tmp_path)
     assert_user_error(mixed, "another seed", "--data_seed")
@@ -204,8 +203,9 @@ def test_ceiling_shifts_and_counts_identical_images_of_other_classes():
 def test_deeper_probe_trains_its_own_network_with_train_py_recipe(tmp_path, tiny_pickle):
     assert_user_error(run_script("bench/deeper.py", tiny_pickle, "--teacher_widths=8,8pp",
                                  cwd=tmp_path), "--teacher_widths=8,8pp")
-    result = run_script("bench/deeper.py", tiny_pickle, "--teacher_widths=8p,16,12p", "--epochs=1",
-                        "--dense_units=24", "--dropout=0.1", "--augment=False", cwd=tmp_path)
+    result = run_in_process("bench/deeper.py", tiny_pickle, "--teacher_widths=8p,16,12p",
+                            "--epochs=1", "--dense_units=24", "--dropout=0.1", "--augment=False",
+                            cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     import keras
     network = keras.saving.load_model(tmp_path / "out" / "best.keras", compile=False)
@@ -257,8 +257,8 @@ def test_profile_breaks_a_step_down(tmp_path):
 
 
 def test_starting_points_compare_scratch_and_init_from(tmp_path, tiny_pickle):
-    source = run_script("train.py", tiny_pickle, "--epochs=1", "--dense_units=16",
-                        "--out_dir=source", cwd=tmp_path)
+    source = run_in_process("train.py", tiny_pickle, "--epochs=1", "--dense_units=16",
+                            "--out_dir=source", cwd=tmp_path)
     assert source.returncode == 0, source.stderr[-3000:]
     assert_user_error(run_script("bench/starting_points.py", "--per_class=3,x", cwd=tmp_path),
                       "--per_class=3,x")

@@ -13,8 +13,8 @@ import numpy as np
 import evaluate
 import inference
 import prepare_data
-from conftest import assert_user_error, make_dataset, refusal, run_script, run_scripts_together, \
-    write_pickle
+from conftest import (assert_user_error, make_dataset, refusal, run_in_process, run_script,
+                      run_scripts_together, write_pickle)
 
 # Runs in a separate Python, from a folder outside the repository: only TensorFlow, LiteRT
 # and numpy, as the README shows.
@@ -40,7 +40,7 @@ RELOAD = textwrap.dedent("""
 def test_exports_reload_without_this_repo_and_agree(trained_tiny, tmp_path):
     work, data, _ = trained_tiny
     checkpoint = str(work / "out" / "best.keras")
-    result = run_script("export.py", checkpoint, "--export_dir=export", cwd=tmp_path)
+    result = run_in_process("export.py", checkpoint, "--export_dir=export", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     printed = dict(re.findall(r"wrote export/(\S+) \(.*\): [\d.]+ MB, test accuracy "
                               r"(\d\.\d{4}) \(72 images\)", result.stdout))
@@ -74,8 +74,8 @@ def test_exports_reload_without_this_repo_and_agree(trained_tiny, tmp_path):
     # the exports give predict.py's calibrated probabilities (the temperature is in the weights)
     assert abs(np.log(record["calibration"]["temperature"])) > 0.05
     np.save(tmp_path / "flat.npy", split["x_test"][:8])
-    said = run_script("predict.py", "--lite=False", "--json=True", "--top=36", f"--checkpoint={checkpoint}",
-                      "flat.npy", cwd=tmp_path)
+    said = run_in_process("predict.py", "--lite=False", "--json=True", "--top=36",
+                          f"--checkpoint={checkpoint}", "flat.npy", cwd=tmp_path)
     assert said.returncode == 0, said.stderr[-3000:]
     for row, served in zip(map(json.loads, said.stdout.splitlines()), np.load(tmp_path / "served.npy")):
         told = {guess["label"]: guess["probability"] for guess in row["top"]}

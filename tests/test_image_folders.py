@@ -18,8 +18,9 @@ from PIL import Image, ImageDraw
 
 import classes
 import framing
+import image_folders
 import prepare_data
-from conftest import assert_user_error, refusal, run_script, run_scripts_together
+from conftest import assert_user_error, refusal, run_in_process, run_script, run_scripts_together
 
 SHAPES = ("bar", "circle", "cross")  # the class folders, in sorted order: labels 0, 1, 2
 
@@ -66,8 +67,8 @@ def folder_run(tmp_path_factory):
     what train.py printed on stdout and stderr)."""
     work = tmp_path_factory.mktemp("folder")
     folder = make_image_folder(work / "shapes")
-    result = run_script("train.py", f"--data={folder}", "--epochs=2", "--batch_size=16",
-                        "--tensorboard=True", cwd=work)
+    result = run_in_process("train.py", f"--data={folder}", "--epochs=2", "--batch_size=16",
+                            "--tensorboard=True", cwd=work)
     assert result.returncode == 0, result.stderr[-3000:]
     return work, folder, result
 
@@ -218,6 +219,66 @@ def test_every_image_is_framed_as_predict_frames_a_photo(tmp_path):
     row = list(sorted(glob.glob(os.path.join(folder, "*", "[0-9]*")))).index(path)
     np.testing.assert_array_equal(data["x"][row], framed)
     assert data["y"][row] == 1 and data["x"].shape == (9, 3136)  # the broken file is left out
+
+
+def framed_one_by_one(folder):
+    """What framing.py makes of each readable image of the folder, in the folder's order."""
+    rows = []
+    for _, path in image_folders.folder_classes(folder)[1]:
+        with open(path, "rb") as f:
+            raw = f.read()
+        try:
+            rows.append(framing.read_image_file(raw, path))
+        except prepare_data.UserError:
+            pass  # the broken file
+    return np.stack(rows)
+
+
+def test_a_big_folder_is_framed_by_one_process_a_core_with_progress(tmp_path, capsys,
+                                                                      monkeypatch):
+    folder = make_image_folder(tmp_path / "shapes", per_class=8)
+    names, files = image_folders.folder_classes(folder)
+    monkeypatch.setattr(image_folders, "LOG_EVERY", 10)
+    work_dir = str(tmp_path / "framing")
+    x, y, kept = image_folders.read_image_folder(folder, names, files, work_dir, True,
+                                                 workers=2, chunk_files=5)
+    np.testing.assert_array_equal(x, framed_one_by_one(folder))
+    assert kept == [image_folders.relative(path, folder) for _, path in files
+                    if not path.endswith("broken.png")]
+    assert y.tolist() == [names.index(name.split("/")[0]) for name in kept]
+    assert len(glob.glob(os.path.join(work_dir, "chunk-*.npz"))) == 5  # 24 images, 5 a chunk
+    counts = [int(n) for n in re.findall(r"framed (\d+) of 24 images", capsys.readouterr().out)]
+    assert len(counts) >= 2 and counts == sorted(counts) and counts[-1] == 24, counts
+
+
+def test_a_killed_framing_frames_only_the_rest(tmp_path, capsys, monkeypatch):
+    folder = make_image_folder(tmp_path / "shapes", per_class=4)
+    names, files = image_folders.folder_classes(folder)
+    work_dir = str(tmp_path / "framing")
+    framed, frame_files = [], image_folders.frame_files
+
+    def killed_at_the_third_chunk(paths):
+        if len(framed) == 2:
+            raise KeyboardInterrupt
+        framed.append(paths)
+        return frame_files(paths)
+
+    monkeypatch.setattr(image_folders, "frame_files", killed_at_the_third_chunk)
+    with pytest.raises(KeyboardInterrupt):
+        image_folders.read_image_folder(folder, names, files, work_dir, True, 1, chunk_files=3)
+    with open(os.path.join(work_dir, "chunk-00001.npz"), "wb") as f:
+        f.write(b"PK torn by the kill")  # a chunk cut short: framed again
+    framed.clear()
+    monkeypatch.setattr(image_folders, "frame_files",
+                        lambda paths: framed.append(paths) or frame_files(paths))
+    x, _, _ = image_folders.read_image_folder(folder, names, files, work_dir, True, 1,
+                                              chunk_files=3)
+    np.testing.assert_array_equal(x, framed_one_by_one(folder))
+    assert sum(map(len, framed)) == 9  # the torn chunk and the two never framed
+    assert "framing " + folder + ": 3 of 12 images framed before" in capsys.readouterr().out
+    data = prepare_data.prepare(folder, prepared_dir=str(tmp_path / "cache"), verbose=False)
+    np.testing.assert_array_equal(data["x"], x)
+    assert os.listdir(tmp_path / "cache") and not glob.glob(str(tmp_path / "cache" / "framing-*"))
 
 
 def test_a_folder_becomes_the_users_pickle(tmp_path, capsys):

@@ -14,7 +14,7 @@ import classes
 import inference
 import data_format
 import prepare_data
-from conftest import assert_user_error, run_script
+from conftest import assert_user_error, run_in_process, run_script
 
 
 def test_class_names_from_files_and_fallbacks(tmp_path):
@@ -39,8 +39,8 @@ def test_class_names_from_files_and_fallbacks(tmp_path):
 
 def test_evaluate_reports_and_plots(trained_tiny):
     work, _, _ = trained_tiny
-    result = run_script("evaluate.py", "--plots=True", "--split=val", "--confidences=0.3,0.6",
-                        cwd=work)
+    result = run_in_process("evaluate.py", "--plots=True", "--split=val", "--confidences=0.3,0.6",
+                            cwd=work)
     assert result.returncode == 0, result.stderr[-3000:]
     out = result.stdout
     # how far the calibrated probabilities can be trusted, and what "not sure" costs
@@ -101,8 +101,9 @@ def test_predict_reads_back_pngs_with_evaluates_labels(trained_tiny, tmp_path):
         paths.append(str(tmp_path / f"img{i}.png"))
         Image.fromarray(image.reshape(56, 56) * 255).save(paths[-1])
     np.save(tmp_path / "batch.npy", x[:3])
-    result = run_script("predict.py", "--lite=False", f"--checkpoint={work / 'out' / 'best.keras'}",
-                        "--json=True", *paths, str(tmp_path / "batch.npy"), cwd=tmp_path)
+    checkpoint = f"--checkpoint={work / 'out' / 'best.keras'}"
+    result = run_in_process("predict.py", "--lite=False", checkpoint, "--json=True", *paths,
+                            str(tmp_path / "batch.npy"), cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     rows = [json.loads(line) for line in result.stdout.strip().splitlines()]
     assert [row["label"] for row in rows[:12]] == expected.tolist()
@@ -111,17 +112,17 @@ def test_predict_reads_back_pngs_with_evaluates_labels(trained_tiny, tmp_path):
     assert rows[0]["top"][0]["probability"] >= rows[0]["top"][1]["probability"]
     assert [row["sure"] for row in rows] == [row["top"][0]["probability"] >= 0.5 for row in rows]
     for min_confidence, says in (("1", True), ("0", False)):  # "not sure", and its guesses
-        text = run_script("predict.py", "--lite=False", f"--min_confidence={min_confidence}",
-                          f"--checkpoint={work / 'out' / 'best.keras'}", paths[0], cwd=tmp_path)
+        text = run_in_process("predict.py", "--lite=False", f"--min_confidence={min_confidence}",
+                              f"--checkpoint={work / 'out' / 'best.keras'}", paths[0], cwd=tmp_path)
         assert ("not sure; best guesses" in text.stdout) is says, text.stdout
         assert len(re.findall(r"\d+:\S+ \d\.\d{3}", text.stdout)) == 3
-    text = run_script("predict.py", "--lite=False",
-                      f"--checkpoint={work / 'out' / 'best.keras'}", "--top=2",
-                      paths[0], cwd=tmp_path)
+    text = run_in_process("predict.py", "--lite=False",
+                          f"--checkpoint={work / 'out' / 'best.keras'}", "--top=2",
+                          paths[0], cwd=tmp_path)
     assert text.returncode == 0 and len(re.findall(r"\d+:\S+ \d\.\d{3}", text.stdout)) == 2
-    numbers = run_script("predict.py", "--lite=False", "--min_confidence=0",
-                         f"--checkpoint={work / 'out' / 'best.keras'}",
-                         "--labels", "none", paths[0], cwd=tmp_path)
+    numbers = run_in_process("predict.py", "--lite=False", "--min_confidence=0",
+                             f"--checkpoint={work / 'out' / 'best.keras'}",
+                             "--labels", "none", paths[0], cwd=tmp_path)
     assert numbers.returncode == 0 and re.fullmatch(r"\S+: (\d+ \d\.\d{3}  ){2}\d+ \d\.\d{3}\n",
                                                     numbers.stdout), numbers.stdout
 
@@ -147,7 +148,7 @@ def test_predict_function_checks_its_input_and_gets_true_labels(trained_tiny, tm
 def test_embedded_default_end_to_end_with_digit_names(trained_digits, tmp_path):
     """The newcomer's path: no train.pkl, train, evaluate, predict a scanned-looking JPEG."""
     work, x, y = trained_digits
-    scored = run_script("evaluate.py", cwd=work)
+    scored = run_in_process("evaluate.py", cwd=work)
     assert scored.returncode == 0, scored.stderr[-3000:]
     assert re.search(r"^\s+7:7\s+\d\.\d{3}", scored.stdout, re.M)
     accuracy = float(re.search(r"test accuracy: (\d\.\d+)", scored.stdout).group(1))
@@ -159,8 +160,9 @@ def test_embedded_default_end_to_end_with_digit_names(trained_digits, tmp_path):
         scan[30:142, 20:132] = 235 - 200 * np.kron(image.reshape(56, 56), np.ones((2, 2), np.uint8))
         paths.append(str(tmp_path / f"scan{i}.jpg"))
         Image.fromarray(scan).save(paths[-1], quality=90)
-    result = run_script("predict.py", "--lite=False", f"--checkpoint={work / 'out' / 'best.keras'}",
-                        "--json=True", *paths, cwd=tmp_path)
+    result = run_in_process("predict.py", "--lite=False",
+                            f"--checkpoint={work / 'out' / 'best.keras'}", "--json=True", *paths,
+                            cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     labels = [json.loads(line)["label"] for line in result.stdout.strip().splitlines()]
     assert labels.count(7) >= 4, labels

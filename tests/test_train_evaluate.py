@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 import prepare_data
-from conftest import ROOT, assert_user_error, make_dataset, refusal, run_script, \
-    run_scripts_together, write_pickle
+from conftest import (ROOT, assert_user_error, make_dataset, refusal, run_in_process,
+                      run_script, run_scripts_together, write_pickle)
 
 SCRIPTS = ["prepare_data.py", "model.py", "augment.py", "train.py", "evaluate.py", "predict.py",
            "serve.py", "export.py", "bench/accuracy.py", "bench/speed.py", "bench/levers.py",
@@ -41,7 +41,7 @@ def test_train_then_evaluate_on_a_36_class_pickle(trained_tiny):
     assert (tmp_path / "out" / "history.csv").read_text().count("\n") == 3
     assert not (tmp_path / "out" / "resume").exists()  # a finished run leaves no resume state
 
-    scored = run_script("evaluate.py", cwd=tmp_path)
+    scored = run_in_process("evaluate.py", cwd=tmp_path)
     assert scored.returncode == 0, scored.stderr[-3000:]
     last = scored.stdout.strip().splitlines()[-1]
     match = re.fullmatch(r"test accuracy: (\d\.\d{4}) \((\d+)/(\d+)\)", last)
@@ -230,8 +230,8 @@ def test_settings_of_evaluate_take_effect(trained_tiny, tmp_path, monkeypatch, c
     import evaluate
     import inference
     work, data, _ = trained_tiny
-    few = run_script("evaluate.py", "--top_confusions=1", "--labels=none", "--split=val",
-                     cwd=work)
+    few = run_in_process("evaluate.py", "--top_confusions=1", "--labels=none", "--split=val",
+                         cwd=work)
     assert few.returncode == 0, few.stderr[-2000:]
     pairs = few.stdout.split("most confused pairs")[1].split("\n\n")[0].strip().splitlines()[1:]
     assert len(pairs) <= 1 and "val accuracy" in few.stdout

@@ -8,8 +8,8 @@ import keras
 import numpy as np
 import pytest
 
-from conftest import Killed, assert_user_error, killed_after, make_dataset, refusal, \
-    run_script, write_pickle
+from conftest import (Killed, assert_user_error, killed_after, make_dataset, refusal,
+                      run_in_process, run_script, write_pickle)
 import calibration
 import inference
 import model
@@ -85,8 +85,8 @@ def test_a_student_learns_from_its_teacher_and_resumes_exactly(tmp_path, monkeyp
 def test_a_teacher_of_other_data_or_another_split_is_refused(tmp_path):
     data = write_pickle(tmp_path / "train.pkl", make_dataset(per_class=6))
     other = write_pickle(tmp_path / "other.pkl", make_dataset(per_class=6, seed=4))
-    trained = run_script("train.py", data, *TINY, *TEACHER, "--epochs=1", "--out_dir=teacher",
-                         cwd=tmp_path)
+    trained = run_in_process("train.py", data, *TINY, *TEACHER, "--epochs=1", "--out_dir=teacher",
+                             cwd=tmp_path)
     assert trained.returncode == 0, trained.stderr[-3000:]
     for refused, why in (([other], "was trained on other data, another seed or another split"),
                          ([data, "--seed=7"], "split with another seed")):

@@ -1,0 +1,254 @@
+"""Folders of class subfolders of images, read as training data: each image framed by
+framing.py (as predict.py frames a file) into the 56x56 binary format.
+
+A big folder is framed in chunks of CHUNK_FILES images, by one worker process per CPU core,
+with a progress bar on a terminal (a line every LOG_EVERY images in a log). Each framed chunk
+is kept in a work folder beside the prepared splits, so that a run killed while framing
+continues where it stopped; the work folder goes once the split is cached.
+"""
+import hashlib
+import os
+import shutil
+import signal
+import sys
+import time
+
+import numpy as np
+
+from common import UserError, atomic_path, quiet_native_stderr
+
+FOLDER_FORMAT = "folder-v2"  # hashed with a folder's files: bump when the framing changes
+CHUNK_FILES = 500         # images framed, and kept, at a time: what a kill can lose
+LOG_EVERY = 2000          # without a terminal, a progress line every this many images
+FRAMED, UNREADABLE, BLANK = 0, 1, 2  # what became of each file
+
+
+def folder_classes(folder):
+    """(class names, [(label, path)]) of a folder of class subfolders (hidden files and
+    folders left out), with a clear error for a folder that is not laid out that way."""
+    subfolders = sorted(entry.name for entry in os.scandir(folder)
+                        if entry.is_dir() and not entry.name.startswith("."))
+    if len(subfolders) < 2:
+        only = f": {subfolders[0]}" if subfolders else ""
+        raise UserError(f"{folder} has {len(subfolders) or 'no'} class subfolder"
+                        f"{'' if len(subfolders) == 1 else 's'}{only}"
+                        f": an image folder holds one subfolder per class (at least 2), named "
+                        f"by the class, like {os.path.join(folder, 'A', '1.png')}")
+    files = []
+    for label, name in enumerate(subfolders):
+        found = []
+        for root, folders, file_names in os.walk(os.path.join(folder, name)):
+            folders[:] = sorted(entry for entry in folders if not entry.startswith("."))
+            found.extend(os.path.join(root, file) for file in sorted(file_names)
+                         if not file.startswith("."))
+        if not found:
+            raise UserError(f"{os.path.join(folder, name)} holds no files: put the class's "
+                            f"images in it, or remove it")
+        files.extend((label, path) for path in found)
+    return subfolders, files
+
+
+def folder_sha256(folder, files):
+    """The fingerprint of an image folder: every file's path in it and its contents, so that
+    an added, removed, renamed or changed image makes a new split."""
+    sha = hashlib.sha256(FOLDER_FORMAT.encode())
+    for _, path in files:
+        with open(path, "rb") as f:
+            content = hashlib.sha256(f.read()).digest()
+        sha.update(relative(path, folder).encode() + b"\0" + content)
+    return sha.hexdigest()
+
+
+def relative(path, folder):
+    return os.path.relpath(path, folder).replace(os.sep, "/")
+
+
+def refuse_empty_classes(folder, names, labels):
+    """A clear error for the first class that none of `labels` (of its usable images) has."""
+    present = set(labels)
+    empty = [name for label, name in enumerate(names) if label not in present]
+    if empty:
+        raise UserError(f"{os.path.join(folder, empty[0])} holds no readable image with ink: "
+                        f"check its files")
+
+
+# ---------------------------------------------------------------------------- framing
+
+def frame_files(paths):
+    """(N x 3136 uint8 pixels, N statuses) of image files: FRAMED, UNREADABLE (not an image
+    that decodes) or BLANK (no ink; its pixels all 0)."""
+    import framing  # TensorFlow: loaded only when images are framed
+    pixels = np.zeros((len(paths), framing.SIDE * framing.SIDE), np.uint8)
+    status = np.full(len(paths), FRAMED, np.int8)
+    for row, path in enumerate(paths):
+        try:
+            with open(path, "rb") as f:
+                raw = f.read()
+            pixels[row] = framing.read_image_file(raw, path)
+        except (OSError, UserError):  # (OSError: gone, or unreadable, since it was listed)
+            status[row] = UNREADABLE
+            continue
+        if not pixels[row].any():
+            status[row] = BLANK
+    return pixels, status
+
+
+def start_worker():
+    """A framing process: Ctrl-C is for the parent to handle, and TensorFlow runs each op on
+    this one thread. A framing is hundreds of small ops; handing each to a pool of threads
+    costs more than it computes (one thread framed 1.6x faster, bench/README.md), and one
+    process per core keeps every core busy."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    with quiet_native_stderr():
+        import tensorflow as tf
+        tf.config.threading.set_intra_op_parallelism_threads(1)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+
+
+def chunk_path(work_dir, number):
+    return os.path.join(work_dir, f"chunk-{number:05d}.npz")
+
+
+def kept_chunk(work_dir, number, names):
+    """(pixels, status) of a chunk framed before, if its file is whole and of these files."""
+    try:
+        with np.load(chunk_path(work_dir, number)) as saved:
+            if saved["files"].tolist() != names:
+                return None
+            return np.unpackbits(saved["pixels"], axis=1), saved["status"]
+    except (OSError, ValueError, KeyError, EOFError):
+        return None
+
+
+def keep_chunk(work_dir, number, names, pixels, status):
+    with atomic_path(chunk_path(work_dir, number)) as tmp:
+        np.savez(tmp, files=np.array(names), pixels=np.packbits(pixels, axis=1), status=status)
+
+
+class Progress:
+    """A bar on a terminal, a line every LOG_EVERY images otherwise, nothing if not verbose."""
+
+    def __init__(self, folder, total, done, verbose):
+        import tqdm
+        self.folder, self.total, self.done, self.verbose = folder, total, done, verbose
+        self.logged, self.started, self.first = done, time.monotonic(), done
+        terminal = verbose and sys.stderr.isatty()
+        self.bar = tqdm.tqdm(total=total, initial=done, unit="image", disable=not terminal,
+                             desc=f"framing {folder}", dynamic_ncols=True)
+        self.lines = verbose and not terminal
+        if verbose and done:
+            print(f"framing {folder}: {done:,} of {total:,} images framed before, framing the "
+                  f"rest", flush=True)
+
+    def advance(self, count):
+        self.done += count
+        self.bar.update(count)
+        if self.lines and (self.done - self.logged >= LOG_EVERY or self.done == self.total):
+            self.logged = self.done
+            rate = (self.done - self.first) / max(time.monotonic() - self.started, 1e-9)
+            print(f"framed {self.done:,} of {self.total:,} images of {self.folder} "
+                  f"({100 * self.done // self.total}%), {rate:.0f} a second", flush=True)
+
+    def close(self):
+        self.bar.close()
+
+
+def frame_chunks(chunks, names, work_dir, progress, workers):
+    """{chunk number: (pixels, status)} for `chunks` ({number: paths}, `names` their files'
+    names), each kept in `work_dir` as soon as it is framed: by `workers` processes, or here
+    when there is one."""
+    framed = {}
+
+    def keep(number, result):
+        keep_chunk(work_dir, number, names[number], *result)
+        framed[number] = result
+        progress.advance(len(chunks[number]))
+
+    if workers <= 1 or len(chunks) <= 1:
+        for number, paths in chunks.items():
+            keep(number, frame_files(paths))
+        return framed
+    import concurrent.futures
+    import multiprocessing
+    # (spawned, not forked: a fork of a process that runs TensorFlow can hang)
+    pool = concurrent.futures.ProcessPoolExecutor(
+        max_workers=min(workers, len(chunks)), mp_context=multiprocessing.get_context("spawn"),
+        initializer=start_worker)
+    try:
+        futures = {pool.submit(frame_files, paths): number for number, paths in chunks.items()}
+        for future in concurrent.futures.as_completed(futures):
+            keep(futures[future], future.result())
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    return framed
+
+
+def read_image_folder(folder, names, files, work_dir, verbose=True, workers=None,
+                      chunk_files=CHUNK_FILES):
+    """(x N x 3136, y, the files of the rows: paths under the folder) from the (label, path)
+    image files of a folder: each framed by framing.py, as predict.py frames a file, in chunks
+    kept in `work_dir` (framed before: read back) by `workers` processes (None: one per CPU
+    core). Files that are not readable images, or hold no ink, are skipped with a warning
+    that names them; a class left with no image is refused."""
+    from PIL import Image, UnidentifiedImageError
+    unreadable = []
+    for _, path in files:  # first the files' headers: a class of no images answers at once
+        try:
+            with Image.open(path):
+                pass
+        except (UnidentifiedImageError, OSError, Image.DecompressionBombError, SyntaxError):
+            unreadable.append(path)
+    skip = set(unreadable)
+    opened = [(label, path) for label, path in files if path not in skip]
+    refuse_empty_classes(folder, names, [label for label, _ in opened])
+
+    paths = [path for _, path in opened]
+    starts = range(0, len(paths), chunk_files)
+    chunks = {number: paths[start:start + chunk_files] for number, start in enumerate(starts)}
+    chunk_names = {number: [relative(path, folder) for path in chunk]
+                   for number, chunk in chunks.items()}
+    framed = {}
+    for number in chunks:
+        saved = kept_chunk(work_dir, number, chunk_names[number])
+        if saved is not None:
+            framed[number] = saved
+    progress = Progress(folder, len(paths), sum(len(chunks[n]) for n in framed), verbose)
+    try:
+        framed.update(frame_chunks({n: chunk for n, chunk in chunks.items() if n not in framed},
+                                   chunk_names, work_dir, progress, workers or cpu_cores()))
+    finally:
+        progress.close()
+    pixels = np.concatenate([framed[n][0] for n in sorted(chunks)])
+    status = np.concatenate([framed[n][1] for n in sorted(chunks)])
+
+    good = status == FRAMED
+    labels = np.array([label for label, _ in opened], np.int64)
+    refuse_empty_classes(folder, names, labels[good].tolist())
+    unreadable += [path for path, code in zip(paths, status) if code == UNREADABLE]
+    blank = [path for path, code in zip(paths, status) if code == BLANK]
+    for problem, skipped in (("not a readable image", unreadable), ("blank (no ink)", blank)):
+        if skipped:
+            shown = ", ".join(relative(path, folder) for path in skipped[:5]) + (
+                f" and {len(skipped) - 5} more" if len(skipped) > 5 else "")
+            print(f"warning: skipped {len(skipped)} file(s) of {folder}, each {problem}: "
+                  f"{shown}", file=sys.stderr)
+    kept = [relative(path, folder) for path, ok in zip(paths, good) if ok]
+    return pixels[good], labels[good], kept
+
+
+def cpu_cores():
+    """The cores this process may run on."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def work_dir_of(prepared_dir, sha):
+    """The folder that keeps the framed chunks of the image folder of this sha256."""
+    return os.path.join(prepared_dir, f"framing-{sha[:16]}")
+
+
+def remove_work_dir(work_dir):
+    """Drops the framed chunks once the split is cached (a chunk another run is writing at
+    that moment may stay behind, harmless: it is read back or replaced)."""
+    shutil.rmtree(work_dir, ignore_errors=True)
