@@ -4,6 +4,7 @@ this is what a study of train.py runs needs around it.
 """
 import json
 import os
+import random
 import secrets
 import time
 import warnings
@@ -43,7 +44,7 @@ def open_study(settings, trial_base, space):
                                           settings.prune_after_epochs)
               if settings.prune else optuna.pruners.NopPruner())
     try:
-        for attempt in range(3):
+        for attempt in range(5):
             try:
                 storage = optuna.storages.RDBStorage(
                     url, heartbeat_interval=max(1, settings.lost_after // 4),
@@ -53,10 +54,12 @@ def open_study(settings, trial_base, space):
                                             direction="maximize", pruner=pruner,
                                             load_if_exists=True)
                 break
-            except sqlalchemy.exc.IntegrityError:  # another machine made the tables meanwhile
-                if attempt == 2:
+            # another machine made the tables, their types or the study meanwhile (PostgreSQL:
+            # "type studydirection already exists"): it is there now
+            except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
+                if attempt == 4:
                     raise
-                time.sleep(1 + attempt)
+                time.sleep(0.5 + random.random() * (1 + attempt))
     except ImportError as error:
         raise UserError(f"--storage={shown_url}: {error}: install the database's driver (pip "
                         f"install -r requirements.txt has PostgreSQL's)") from None
@@ -72,8 +75,11 @@ def open_study(settings, trial_base, space):
             raise UserError(f"{settings.out_dir} holds the trials of an earlier study "
                             f"{settings.study!r}, not of the one in {shown_url}: give this "
                             f"one another --out_dir")
-        was = {**identity, "token": secrets.token_hex(8)}
-        study.set_user_attr("identity", was)
+        study.set_user_attr("identity", {**identity, "token": secrets.token_hex(8)})
+        # machines that start a study together each write one: the last one written stands,
+        # and each reads it back once all have written
+        time.sleep(1)
+        was = study.user_attrs["identity"]
     if holds and holds.get("token") != was["token"]:
         raise UserError(f"{settings.out_dir} holds the trials of another study "
                         f"{settings.study!r}: give this one another --out_dir")

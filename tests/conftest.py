@@ -67,6 +67,11 @@ def run_in_process(script, *args, cwd):
     return subprocess.CompletedProcess([script, *args], code, out.getvalue(), err.getvalue())
 
 
+def run_each_in_process(*commands, cwd):
+    """run_in_process for each (script, *args) command in turn: their CompletedProcesses."""
+    return [run_in_process(*command, cwd=cwd) for command in commands]
+
+
 def run_scripts_together(*commands, cwd, timeout=600):
     """Runs several (script, *args) commands at once (their start-ups overlap on the cores);
     returns their CompletedProcess results in order."""
@@ -106,7 +111,7 @@ def trained_tiny(tmp_path_factory):
     work = tmp_path_factory.mktemp("trained")
     data = write_pickle(work / "train.pkl", make_dataset())
     # no --verbose: stdout is a pipe here, so train.py must log one line per epoch by itself
-    result = run_script("train.py", f"--data={data}", "--epochs=2", "--batch_size=32", cwd=work)
+    result = run_in_process("train.py", f"--data={data}", "--epochs=2", "--batch_size=32", cwd=work)
     assert result.returncode == 0, result.stderr[-3000:]
     return work, data, result.stdout
 
@@ -118,7 +123,7 @@ def trained_digits(tmp_path_factory):
     import data_format
     import prepare_data
     work = tmp_path_factory.mktemp("digits")
-    trained = run_script("train.py", "--epochs=1", "--augment=False", cwd=work)
+    trained = run_in_process("train.py", "--epochs=1", "--augment=False", cwd=work)
     assert trained.returncode == 0, trained.stderr[-3000:]
     assert "EMBEDDED DEFAULT" in trained.stdout
     data = prepare_data.prepare(data_format.EMBEDDED, prepared_dir=str(work / "data"),

@@ -73,10 +73,10 @@ def test_made_datasets_are_small_or_hard_as_described():
 
 
 def test_accuracy_benchmark_runs_both_recipes(tmp_path, tiny_pickle):
-    result = run_script("bench/accuracy.py", f"--data={tiny_pickle}", "--seeds=1",
-                        "--quick=True", "--reference_steps=20", "--reference_augment=True",
-                        "--train_args=--epochs=1", f"--work_dir={tmp_path / 'work'}",
-                        f"--output={tmp_path / 'accuracy.md'}", cwd=tmp_path)
+    result = run_in_process("bench/accuracy.py", f"--data={tiny_pickle}", "--seeds=1",
+                            "--quick=True", "--reference_steps=20", "--reference_augment=True",
+                            "--train_args=--epochs=1", f"--work_dir={tmp_path / 'work'}",
+                            f"--output={tmp_path / 'accuracy.md'}", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     table = (tmp_path / "accuracy.md").read_text()
     assert "QUICK MODE" in table and "reference + imgaug (20 steps)" in table
@@ -229,8 +229,9 @@ def test_deeper_probe_trains_its_own_network_with_train_py_recipe(tmp_path, tiny
 
 
 def test_profile_breaks_a_step_down(tmp_path):
-    result = run_script("bench/profile.py", "--repeats=2", "--pipeline_steps=3",
-                        "--batch_size=16", f"--output={tmp_path / 'profile.md'}", cwd=tmp_path)
+    result = run_in_process("bench/profile.py", "--repeats=2", "--pipeline_steps=3",
+                            "--batch_size=16", f"--output={tmp_path / 'profile.md'}",
+                            cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     table = (tmp_path / "profile.md").read_text()
     rows = {line.split(" | ")[0].strip("| *"): line for line in table.splitlines()

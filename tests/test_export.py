@@ -13,8 +13,8 @@ import numpy as np
 import evaluate
 import inference
 import prepare_data
-from conftest import (assert_user_error, make_dataset, refusal, run_in_process, run_script,
-                      run_scripts_together, write_pickle)
+from conftest import (assert_user_error, make_dataset, refusal, run_each_in_process,
+                      run_in_process, run_script, write_pickle)
 
 # Runs in a separate Python, from a folder outside the repository: only TensorFlow, LiteRT
 # and numpy, as the README shows.
@@ -86,7 +86,7 @@ def test_export_settings_and_refusals(trained_tiny, tmp_path):
     work, _, _ = trained_tiny
     checkpoint = f"--checkpoint={work / 'out' / 'best.keras'}"
     write_pickle(tmp_path / "other.pkl", make_dataset(seed=5))
-    float_only, few, other = run_scripts_together(
+    float_only, few, other = run_each_in_process(
         ("export.py", checkpoint, "--export_dir=float", "--int8=False", "--prepared_dir=elsewhere"),
         ("export.py", checkpoint, "--export_dir=few", "--calibration_images=7"),
         ("export.py", checkpoint, "--export_dir=other", "--tflite=False", "--data=other.pkl",

@@ -20,7 +20,8 @@ import classes
 import framing
 import image_folders
 import prepare_data
-from conftest import assert_user_error, refusal, run_in_process, run_script, run_scripts_together
+from conftest import (assert_user_error, refusal, run_each_in_process, run_in_process,
+                      run_script)
 
 SHAPES = ("bar", "circle", "cross")  # the class folders, in sorted order: labels 0, 1, 2
 
@@ -92,7 +93,7 @@ def test_evaluate_and_predict_show_the_folder_names(folder_run, tmp_path):
     checkpoint = f"--checkpoint={work / 'out' / 'best.keras'}"
     draw("circle", 150, 10).save(tmp_path / "mine.png")
     Image.new("RGB", (120, 90), "white").save(tmp_path / "blank.png")  # paper, no ink
-    scored, result, text = run_scripts_together(
+    scored, result, text = run_each_in_process(
         ("evaluate.py", checkpoint, f"--prepared_dir={work / 'data'}", "--errors=errors.csv"),
         ("predict.py", "--lite=False", checkpoint, "--json=True", "--top=3", "mine.png",
          "blank.png"),
@@ -158,7 +159,7 @@ def test_a_model_file_on_its_own_predicts_evaluates_and_exports(folder_run, tmp_
     lone = tmp_path / "my-model.keras"
     shutil.copy(work / "out" / "best.keras", lone)  # without its best.json
     draw("cross", 100, 8).save(tmp_path / "x.png")
-    predicted, exported, scored = run_scripts_together(
+    predicted, exported, scored = run_each_in_process(
         ("predict.py", f"--checkpoint={lone}", "x.png"),
         ("export.py", f"--checkpoint={lone}", "--export_dir=exp", "--tflite=False"),
         ("evaluate.py", str(lone), f"--prepared_dir={work / 'data'}"), cwd=tmp_path)
@@ -407,7 +408,7 @@ def test_the_exported_model_reads_image_files_as_predict_does(folder_run, tmp_pa
     Image.fromarray(photo).save(tmp_path / "photo.png")
     Image.new("LA", (90, 70), (255, 255)).save(tmp_path / "blank.png")  # grey + alpha: 2 channels
     files += [str(tmp_path / "photo.png"), str(tmp_path / "blank.png")]
-    exported, predicted = run_scripts_together(
+    exported, predicted = run_each_in_process(
         ("export.py", checkpoint, "--tflite=False"),
         ("predict.py", "--lite=False", f"--checkpoint={checkpoint}", "--json=True", *files),
         cwd=tmp_path)

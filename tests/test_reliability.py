@@ -24,8 +24,8 @@ import run_state
 import training
 import train
 from common import UserError, as_record, atomic_path
-from conftest import ROOT, Killed, assert_user_error, killed_after, make_dataset, refusal, \
-    run_script, run_scripts_together, write_pickle
+from conftest import (ROOT, Killed, assert_user_error, killed_after, make_dataset, refusal,
+                      run_in_process, run_script, run_scripts_together, write_pickle)
 
 
 def history_rows(out_dir):
@@ -88,8 +88,8 @@ def test_killed_run_resumes_exactly_like_an_uninterrupted_one(tmp_path, schedule
     # --fresh starts over, and a worse epoch never replaces the better model of the same data
     kept = {name: (tmp_path / "out" / name).read_bytes()
             for name in ("best.keras", "best.json", "history.csv")}
-    fresh = run_script("train.py", f"--data={data}", "--epochs=1", "--fresh=True",
-                       "--learning_rate=0", cwd=tmp_path)
+    fresh = run_in_process("train.py", f"--data={data}", "--epochs=1", "--fresh=True",
+                           "--learning_rate=0", cwd=tmp_path)
     assert fresh.returncode == 0, fresh.stderr[-3000:]
     assert "resuming" not in fresh.stdout
     assert "out/best.keras (val_accuracy" in fresh.stdout and "replaced only if this run beats it" \
@@ -170,7 +170,7 @@ def test_a_second_run_in_a_busy_folder_is_refused_and_the_first_runs_as_if_alone
                      for name in ("out", "alone"))
     assert ran["history"] == expected["history"] and len(ran["history"]) == 3
     assert not (tmp_path / "out" / ".lock").exists()  # free again: a run there starts
-    again = run_script("train.py", f"--data={data}", "--epochs=1", cwd=tmp_path)
+    again = run_in_process("train.py", f"--data={data}", "--epochs=1", cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
 
 
@@ -197,8 +197,8 @@ def test_a_best_model_of_other_data_is_set_aside_never_deleted(trained_tiny, tmp
     refused = run_script("train.py", f"--data={other}", "--epochs=1", "--fresh=True",
                          cwd=tmp_path)
     assert_user_error(refused, "other data", "--set_aside=True")
-    moved = run_script("train.py", f"--data={other}", "--epochs=1", "--set_aside=True",
-                       cwd=tmp_path)
+    moved = run_in_process("train.py", f"--data={other}", "--epochs=1", "--set_aside=True",
+                           cwd=tmp_path)
     assert moved.returncode == 0, moved.stderr[-3000:]
     aside = tmp_path / "out" / "earlier" / earlier["run_id"]
     assert f"aside into out/earlier/{earlier['run_id']}" in moved.stdout
@@ -344,8 +344,8 @@ def test_a_run_that_does_not_beat_the_earlier_best_leaves_its_records(trained_ti
     kept = {name: (tmp_path / "out" / name).read_bytes()
             for name in ("best.keras", "best.json", "history.csv")}
     # a learning rate of 0 never gets past its random start
-    result = run_script("train.py", f"--data={data}", "--learning_rate=0", "--epochs=2",
-                        cwd=tmp_path)
+    result = run_in_process("train.py", f"--data={data}", "--learning_rate=0", "--epochs=2",
+                            cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "keeps an earlier run's better model" in result.stdout
     for name, content in kept.items():
@@ -389,9 +389,9 @@ def test_a_run_that_beats_the_earlier_best_takes_its_history_along(tmp_path, tin
 
 def test_early_stopping_ends_a_run_that_stopped_improving(tmp_path, tiny_pickle):
     # with a learning rate of 0 nothing changes after the first epoch: stop after PATIENCE more
-    result = run_script("train.py", f"--data={tiny_pickle}", "--learning_rate=0",
-                        "--patience=2", "--epochs=20", "--verbose=2", "--lr_schedule=plateau",
-                        cwd=tmp_path)
+    result = run_in_process("train.py", f"--data={tiny_pickle}", "--learning_rate=0",
+                            "--patience=2", "--epochs=20", "--verbose=2", "--lr_schedule=plateau",
+                            cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     record = json.loads((tmp_path / "out" / "best.json").read_text())
     assert len(record["history"]) == 3 and record["best_epoch"] == 1
@@ -577,6 +577,6 @@ def test_two_workers_train_resume_and_only_the_chief_writes(tmp_path, tiny_pickl
     assert sorted(os.listdir(tmp_path / "out")) == ["best.json", "best.keras", "history.csv"]
     history = json.loads((tmp_path / "out" / "best.json").read_text())["history"]
     assert [row["epoch"] for row in history] == [1, 2, 3]
-    scored = run_script("evaluate.py", cwd=tmp_path)
+    scored = run_in_process("evaluate.py", cwd=tmp_path)
     assert scored.returncode == 0, scored.stderr[-3000:]
     assert "test accuracy: " in scored.stdout

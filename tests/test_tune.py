@@ -18,7 +18,8 @@ import time
 import numpy as np
 import pytest
 
-from conftest import ROOT, assert_user_error, make_dataset, refusal, run_script, write_pickle
+from conftest import (ROOT, assert_user_error, make_dataset, refusal, run_in_process, run_script,
+                      write_pickle)
 
 SEARCHED = ("learning_rate", "batch_size", "dense_units", "filters_1", "filters_2", "dropout",
             "crop_px", "scale", "rotate", "augment_epochs", "label_smoothing", "class_weight")
@@ -144,11 +145,11 @@ def test_refusals_come_before_tensorflow_in_one_line(tmp_path, monkeypatch):
         assert "tensorflow" not in result.stderr.lower() and time.time() - started < 30
     tune = [f"--data={data}", "--out_dir=study", "--trials=1", "--epochs=1",
             *only(dropout="0.3..0.5")]
-    assert run_script("tune.py", *tune, cwd=tmp_path).returncode == 0
-    assert_user_error(run_script("tune.py", *tune, "--epochs=2", cwd=tmp_path), "epochs",
+    assert run_in_process("tune.py", *tune, cwd=tmp_path).returncode == 0
+    assert_user_error(run_in_process("tune.py", *tune, "--epochs=2", cwd=tmp_path), "epochs",
                       "--study")
     # a folder holds one study (its trials' folders are named by number)
-    assert_user_error(run_script("tune.py", *tune, "--study=longer", cwd=tmp_path),
+    assert_user_error(run_in_process("tune.py", *tune, "--study=longer", cwd=tmp_path),
                       "holds study 'tune'", "another --out_dir")
 
 
