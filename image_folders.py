@@ -1,26 +1,31 @@
 """Folders of class subfolders of images, read as training data: each image framed by
 framing.py (as predict.py frames a file) into the 56x56 binary format.
 
-A big folder is framed in chunks of CHUNK_FILES images, by one worker process per CPU core,
-with a progress bar on a terminal (a line every LOG_EVERY images in a log). Each framed chunk
-is kept in a work folder beside the prepared splits, so that a run killed while framing
-continues where it stopped; the work folder goes once the split is cached.
+A big folder is framed in chunks of CHUNK_FILES images, by one worker process per CPU core
+(at most MAX_WORKERS), with a progress bar on a terminal (a line every LOG_EVERY images in a
+log). Each framed chunk is kept, as packed bits, in a folder beside the prepared splits named by
+the image folder's fingerprint: a run killed while framing continues where it stopped, and a
+split with another seed reuses the framing.
 """
 import hashlib
 import os
-import shutil
 import signal
 import sys
+import threading
 import time
 
 import numpy as np
 
 from common import UserError, atomic_path, quiet_native_stderr
+import data_format
 
 FOLDER_FORMAT = "folder-v2"  # hashed with a folder's files: bump when the framing changes
 CHUNK_FILES = 500         # images framed, and kept, at a time: what a kill can lose
+MAX_WORKERS = 8           # framing processes at most: each holds TensorFlow, and up to 1.5 GB
+                          # while it frames a photo of 40 megapixels (docs/design.md)
 LOG_EVERY = 2000          # without a terminal, a progress line every this many images
 FRAMED, UNREADABLE, BLANK = 0, 1, 2  # what became of each file
+STATUSES = (FRAMED, UNREADABLE, BLANK)
 
 
 def folder_classes(folder):
@@ -40,7 +45,8 @@ def folder_classes(folder):
         for root, folders, file_names in os.walk(os.path.join(folder, name)):
             folders[:] = sorted(entry for entry in folders if not entry.startswith("."))
             found.extend(os.path.join(root, file) for file in sorted(file_names)
-                         if not file.startswith("."))
+                         if not file.startswith(".")  # and no pipes, devices or sockets
+                         and os.path.isfile(os.path.join(root, file)))
         if not found:
             raise UserError(f"{os.path.join(folder, name)} holds no files: put the class's "
                             f"images in it, or remove it")
@@ -53,9 +59,11 @@ def folder_sha256(folder, files):
     an added, removed, renamed or changed image makes a new split."""
     sha = hashlib.sha256(FOLDER_FORMAT.encode())
     for _, path in files:
+        content = hashlib.sha256()
         with open(path, "rb") as f:
-            content = hashlib.sha256(f.read()).digest()
-        sha.update(relative(path, folder).encode() + b"\0" + content)
+            for block in iter(lambda: f.read(1 << 20), b""):
+                content.update(block)
+        sha.update(relative(path, folder).encode() + b"\0" + content.digest())
     return sha.hexdigest()
 
 
@@ -94,15 +102,25 @@ def frame_files(paths):
 
 
 def start_worker():
-    """A framing process: Ctrl-C is for the parent to handle, and TensorFlow runs each op on
-    this one thread. A framing is hundreds of small ops; handing each to a pool of threads
-    costs more than it computes (one thread framed 1.6x faster, bench/README.md), and one
-    process per core keeps every core busy."""
+    """A framing process: Ctrl-C is for the parent to handle, it ends when its parent does
+    (killed, even with -9), and TensorFlow runs each op on this one thread, on the CPU. A
+    framing is hundreds of small ops; handing each to a pool of threads costs more than it
+    computes (one thread framed 1.6x faster, bench/README.md), and one process per core keeps
+    every core busy."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    with quiet_native_stderr():
+    parent = os.getppid()
+
+    def end_with_parent():  # an orphan is handed to another parent
+        while os.getppid() == parent:
+            time.sleep(1)
+        os._exit(1)
+    threading.Thread(target=end_with_parent, daemon=True).start()
+    with quiet_native_stderr():  # (its start-up notices, as common.start_tensorflow's)
         import tensorflow as tf
         tf.config.threading.set_intra_op_parallelism_threads(1)
         tf.config.threading.set_inter_op_parallelism_threads(1)
+        tf.config.set_visible_devices([], "GPU")  # several processes would fight over one
+        tf.config.list_logical_devices()
 
 
 def chunk_path(work_dir, number):
@@ -110,19 +128,30 @@ def chunk_path(work_dir, number):
 
 
 def kept_chunk(work_dir, number, names):
-    """(pixels, status) of a chunk framed before, if its file is whole and of these files."""
+    """(pixels, status) of a chunk framed before, if its file is whole and of these files;
+    None for anything else (absent, torn by a kill, of other files, not ours), framed again."""
     try:
-        with np.load(chunk_path(work_dir, number)) as saved:
-            if saved["files"].tolist() != names:
-                return None
-            return np.unpackbits(saved["pixels"], axis=1), saved["status"]
-    except (OSError, ValueError, KeyError, EOFError):
+        with np.load(chunk_path(work_dir, number)) as saved:  # (never a pickle)
+            files, packed, status = saved["files"], saved["pixels"], saved["status"]
+    except Exception:  # noqa: BLE001 (a torn zip, a foreign file: whatever it is, not kept)
         return None
+    side = data_format.SIDE * data_format.SIDE // 8  # (8 pixels a byte)
+    whole = (files.tolist() == names and packed.dtype == np.uint8
+             and packed.shape == (len(names), side) and status.dtype == np.int8
+             and status.shape == (len(names),) and np.isin(status, STATUSES).all())
+    return (np.unpackbits(packed, axis=1), status) if whole else None
 
 
 def keep_chunk(work_dir, number, names, pixels, status):
-    with atomic_path(chunk_path(work_dir, number)) as tmp:
-        np.savez(tmp, files=np.array(names), pixels=np.packbits(pixels, axis=1), status=status)
+    """Writes a framed chunk (atomically). Keeping it only spares work later: a failure is a
+    warning, not the end of the framing."""
+    try:
+        with atomic_path(chunk_path(work_dir, number)) as tmp:
+            np.savez(tmp, files=np.array(names), pixels=np.packbits(pixels, axis=1),
+                     status=status)
+    except OSError as error:
+        print(f"warning: could not keep framed images in {work_dir} ({error.strerror or error})"
+              f": a run stopped now frames them again", file=sys.stderr)
 
 
 class Progress:
@@ -177,7 +206,15 @@ def frame_chunks(chunks, names, work_dir, progress, workers):
     try:
         futures = {pool.submit(frame_files, paths): number for number, paths in chunks.items()}
         for future in concurrent.futures.as_completed(futures):
-            keep(futures[future], future.result())
+            number = futures[future]
+            try:
+                result = future.result()
+            except concurrent.futures.process.BrokenProcessPool:
+                raise UserError(
+                    f"a process framing {progress.folder} stopped (out of memory, or killed) "
+                    f"while framing {names[number][0]} to {names[number][-1]}: check those "
+                    f"files and the memory free; the images framed so far are kept") from None
+            keep(number, result)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
     return framed
@@ -215,7 +252,8 @@ def read_image_folder(folder, names, files, work_dir, verbose=True, workers=None
     progress = Progress(folder, len(paths), sum(len(chunks[n]) for n in framed), verbose)
     try:
         framed.update(frame_chunks({n: chunk for n, chunk in chunks.items() if n not in framed},
-                                   chunk_names, work_dir, progress, workers or cpu_cores()))
+                                   chunk_names, work_dir, progress,
+                                   workers or min(cpu_cores(), MAX_WORKERS)))
     finally:
         progress.close()
     pixels = np.concatenate([framed[n][0] for n in sorted(chunks)])
@@ -245,10 +283,4 @@ def cpu_cores():
 
 def work_dir_of(prepared_dir, sha):
     """The folder that keeps the framed chunks of the image folder of this sha256."""
-    return os.path.join(prepared_dir, f"framing-{sha[:16]}")
-
-
-def remove_work_dir(work_dir):
-    """Drops the framed chunks once the split is cached (a chunk another run is writing at
-    that moment may stay behind, harmless: it is read back or replaced)."""
-    shutil.rmtree(work_dir, ignore_errors=True)
+    return os.path.join(prepared_dir, f"framed-{sha[:16]}")

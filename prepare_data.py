@@ -209,10 +209,11 @@ def _build(source, load, seed, data_path, manifest_path, verbose):
     return x, y, split, manifest
 
 
-def _loader(source, prepared_dir, verbose):
+def _loader(source, prepared_dir, progress):
     """(sha256 or None, cache key, load) for a source: `load()` reads and checks it in full,
     which only a cache miss needs; the sha256 (of the file, or of a folder's files) comes
-    first. A folder's framed images are kept under `prepared_dir` until its split is."""
+    first. A folder's framed images are kept under `prepared_dir` (for every seed's split),
+    framed with a progress bar if `progress`."""
     if source == data_format.EMBEDDED:
         def load():
             x, y = data_sources.embedded_dataset()
@@ -226,7 +227,7 @@ def _loader(source, prepared_dir, verbose):
         sha = image_folders.folder_sha256(source, files)
         def load_folder():
             x, y, kept = image_folders.read_image_folder(
-                source, names, files, image_folders.work_dir_of(prepared_dir, sha), verbose)
+                source, names, files, image_folders.work_dir_of(prepared_dir, sha), progress)
             return x, y, {"source_sha256": sha, "num_classes": len(names), "class_names": names,
                           "files": kept}  # each row's file, for evaluate.py --errors
         return sha, sha[:16], load_folder
@@ -246,16 +247,17 @@ def _loader(source, prepared_dir, verbose):
     return sha, key, load
 
 
-def prepare(source=INPUT, seed=SEED, prepared_dir=PREPARED_DIR, verbose=True):
+def prepare(source=INPUT, seed=SEED, prepared_dir=PREPARED_DIR, verbose=True, progress=None):
     """Returns {"x_train", "y_train", "index_train" (the rows' places in the source), "x_val",
     ..., "x", "y", "manifest"} for the seeded split of
     `source` (a pickle, an .npz, a folder of class subfolders of images, or the embedded
     digits, data_format.EMBEDDED), cached
-    under `prepared_dir` by the source's sha256 and the seed."""
+    under `prepared_dir` by the source's sha256 and the seed. `verbose` prints what it does;
+    `progress` (by default as `verbose`) shows the framing of a folder's images."""
     source = resolve_source(source)
     if source == data_format.EMBEDDED and verbose:
         announce_embedded()
-    sha, key, load = _loader(source, prepared_dir, verbose)
+    sha, key, load = _loader(source, prepared_dir, verbose if progress is None else progress)
     data_path, manifest_path = _cache_paths(prepared_dir, key, seed)
     cached = _read_cache(data_path, manifest_path, sha)
     if cached and os.path.isdir(source) and "files" not in cached[3]:
@@ -264,8 +266,6 @@ def prepare(source=INPUT, seed=SEED, prepared_dir=PREPARED_DIR, verbose=True):
             print(f"framing {source} again: its cache predates the list of its files")
     x, y, split, manifest = cached or _build(source, load, seed, data_path, manifest_path,
                                              verbose)
-    if os.path.isdir(source):  # its split is cached: the framed chunks are done with
-        image_folders.remove_work_dir(image_folders.work_dir_of(prepared_dir, sha))
     # the split as it is, not as the manifest says it was: what the run record keeps
     manifest = {**manifest, "split_sha256": split_fingerprint(split)}
     result = {"manifest": manifest, "x": x, "y": y}  # all of it, in the source's order
@@ -322,7 +322,8 @@ def main(argv=None):
         raise UserError(f"--output={settings.output}: give the path of a .pkl file to write")
     if resolve_source(settings.input) == data_format.EMBEDDED:
         announce_embedded()
-    prepared = prepare(settings.input, settings.seed, settings.prepared_dir, verbose=False)
+    prepared = prepare(settings.input, settings.seed, settings.prepared_dir, verbose=False,
+                       progress=True)  # (its own summary below, and a folder's framing shown)
     manifest = prepared["manifest"]
     print(f"source: {manifest['source']} (sha256 {manifest['source_sha256'][:16]}...)")
     print(f"seed {manifest['seed']}: prepared split in "

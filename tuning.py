@@ -16,6 +16,7 @@ import run_state
 # train.py's settings that do not change what a trial computes: not part of a study's recipe
 NOT_RECIPE = ("SETTINGS", "OUT_DIR", "PREPARED_DIR", "VERBOSE", "FRESH", "SET_ASIDE",
               "DISTRIBUTE", "TENSORBOARD")
+ALREADY_EXISTS = ("42710", "42P07", "23505")  # PostgreSQL: duplicate object, table or key
 TRIAL_LOCK = ".trial.lock"  # held by the process running a trial in the trial's folder
 
 
@@ -56,8 +57,10 @@ def open_study(settings, trial_base, space):
                 break
             # another machine made the tables, their types or the study meanwhile (PostgreSQL:
             # "type studydirection already exists"): it is there now
-            except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
-                if attempt == 4:
+            except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError) as error:
+                made_meanwhile = isinstance(error, sqlalchemy.exc.IntegrityError) or getattr(
+                    error.orig, "sqlstate", None) in ALREADY_EXISTS
+                if attempt == 4 or not made_meanwhile:
                     raise
                 time.sleep(0.5 + random.random() * (1 + attempt))
     except ImportError as error:
@@ -75,9 +78,12 @@ def open_study(settings, trial_base, space):
             raise UserError(f"{settings.out_dir} holds the trials of an earlier study "
                             f"{settings.study!r}, not of the one in {shown_url}: give this "
                             f"one another --out_dir")
-        study.set_user_attr("identity", {**identity, "token": secrets.token_hex(8)})
-        # machines that start a study together each write one: the last one written stands,
-        # and each reads it back once all have written
+        was = {**identity, "token": secrets.token_hex(8)}
+        study.set_user_attr("identity", was)
+    if not holds and not url.startswith("sqlite"):
+        # machines that start a study together may each write an identity: the last one
+        # written stands, and each reads it back once all have written (one SQLite file has
+        # one tune.py at a time: its folder's lock)
         time.sleep(1)
         was = study.user_attrs["identity"]
     if holds and holds.get("token") != was["token"]:

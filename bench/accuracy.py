@@ -14,6 +14,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -47,6 +48,8 @@ def dataset_name(data):
 def run_ours(settings, seed, work_dir):
     out_dir = os.path.join(work_dir, f"ours-{dataset_name(settings.data)}-seed{seed}")  # one per dataset
     common = [f"--prepared_dir={os.path.join(work_dir, 'data')}"]
+    # a run of other --train_args would keep this folder's better model: start with none
+    shutil.rmtree(out_dir, ignore_errors=True)
     started = time.time()
     trained = subprocess.run(
         [sys.executable, os.path.join(ROOT, "train.py"), f"--data={settings.data}",
@@ -159,7 +162,7 @@ def main(argv=None):
             print(f"seed {seed} {key:>4}: val {row['val']:.4f}  test {row['test']:.4f}  "
                   f"error {1 - row['test']:.4f}  epochs {row['epochs']:.1f}  "
                   f"{row['seconds']:.0f} s", flush=True)
-    command = "python bench/accuracy.py " + " ".join(sys.argv[1:])
+    command = "python bench/accuracy.py " + " ".join(sys.argv[1:] if argv is None else argv)
     title = (f"### {mode}Accuracy on `{name}`\n\n`{command}`  \n"
              f"{time.strftime('%Y-%m-%d')}, {machine()}")
     markdown, reduction = table(results, title, settings)

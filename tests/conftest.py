@@ -60,8 +60,10 @@ def run_in_process(script, *args, cwd):
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             common.run(lambda: module.main(list(args)))
-    except SystemExit as exit:
-        code = exit.code if isinstance(exit.code, int) else 1
+    except SystemExit as exit:  # as Python ends a process: sys.exit("why") prints why
+        code = exit.code if isinstance(exit.code, int) else 0 if exit.code is None else 1
+        if isinstance(exit.code, str):
+            err.write(exit.code + "\n")
     finally:
         os.chdir(here)
     return subprocess.CompletedProcess([script, *args], code, out.getvalue(), err.getvalue())
@@ -110,8 +112,9 @@ def trained_tiny(tmp_path_factory):
     read its outputs: (working dir, pickle path, what train.py printed)."""
     work = tmp_path_factory.mktemp("trained")
     data = write_pickle(work / "train.pkl", make_dataset())
-    # no --verbose: stdout is a pipe here, so train.py must log one line per epoch by itself
-    result = run_in_process("train.py", f"--data={data}", "--epochs=2", "--batch_size=32", cwd=work)
+    # no --verbose: stdout is no terminal here, so train.py must log one line per epoch itself
+    result = run_in_process("train.py", f"--data={data}", "--epochs=2", "--batch_size=32",
+                            cwd=work)
     assert result.returncode == 0, result.stderr[-3000:]
     return work, data, result.stdout
 
@@ -123,7 +126,7 @@ def trained_digits(tmp_path_factory):
     import data_format
     import prepare_data
     work = tmp_path_factory.mktemp("digits")
-    trained = run_in_process("train.py", "--epochs=1", "--augment=False", cwd=work)
+    trained = run_script("train.py", "--epochs=1", "--augment=False", cwd=work)
     assert trained.returncode == 0, trained.stderr[-3000:]
     assert "EMBEDDED DEFAULT" in trained.stdout
     data = prepare_data.prepare(data_format.EMBEDDED, prepared_dir=str(work / "data"),

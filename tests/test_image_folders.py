@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import time
 import zipfile
 
 import numpy as np
@@ -20,7 +21,7 @@ import classes
 import framing
 import image_folders
 import prepare_data
-from conftest import (assert_user_error, refusal, run_each_in_process, run_in_process,
+from conftest import (ROOT, assert_user_error, refusal, run_each_in_process, run_in_process,
                       run_script)
 
 SHAPES = ("bar", "circle", "cross")  # the class folders, in sorted order: labels 0, 1, 2
@@ -267,8 +268,11 @@ def test_a_killed_framing_frames_only_the_rest(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(image_folders, "frame_files", killed_at_the_third_chunk)
     with pytest.raises(KeyboardInterrupt):
         image_folders.read_image_folder(folder, names, files, work_dir, True, 1, chunk_files=3)
-    with open(os.path.join(work_dir, "chunk-00001.npz"), "wb") as f:
-        f.write(b"PK torn by the kill")  # a chunk cut short: framed again
+    torn = os.path.join(work_dir, "chunk-00001.npz")
+    with open(torn, "rb") as f:
+        whole = f.read()
+    with open(torn, "wb") as f:
+        f.write(whole[:len(whole) // 2])  # a chunk cut short: framed again
     framed.clear()
     monkeypatch.setattr(image_folders, "frame_files",
                         lambda paths: framed.append(paths) or frame_files(paths))
@@ -277,9 +281,67 @@ def test_a_killed_framing_frames_only_the_rest(tmp_path, capsys, monkeypatch):
     np.testing.assert_array_equal(x, framed_one_by_one(folder))
     assert sum(map(len, framed)) == 9  # the torn chunk and the two never framed
     assert "framing " + folder + ": 3 of 12 images framed before" in capsys.readouterr().out
-    data = prepare_data.prepare(folder, prepared_dir=str(tmp_path / "cache"), verbose=False)
+    # prepare_data keeps the framed images, so that a split with another seed reuses them
+    cache = str(tmp_path / "cache")
+    data = prepare_data.prepare(folder, prepared_dir=cache, verbose=False)
     np.testing.assert_array_equal(data["x"], x)
-    assert os.listdir(tmp_path / "cache") and not glob.glob(str(tmp_path / "cache" / "framing-*"))
+    framed.clear()
+    again = prepare_data.prepare(folder, seed=7, prepared_dir=cache, verbose=False)
+    assert framed == [] and sorted(again["index_train"]) != sorted(data["index_train"])
+    np.testing.assert_array_equal(again["x"], x)
+
+
+def children_of(pid):
+    """The pids of a process's children (Linux: from /proc)."""
+    found = []
+    for stat in glob.glob("/proc/[0-9]*/stat"):
+        try:
+            with open(stat) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # ended meanwhile
+        if int(fields[1]) == pid:
+            found.append(int(stat.split("/")[2]))
+    return found
+
+
+def running(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_a_framing_killed_with_9_leaves_no_worker_and_the_next_run_frames_the_rest(tmp_path):
+    rng = np.random.default_rng(0)
+    for i in range(1100):  # three chunks of 500 at most, framed by two workers
+        shape = SHAPES[i % 2]
+        os.makedirs(tmp_path / "big" / shape, exist_ok=True)
+        draw(shape, int(rng.integers(90, 140)), 7).save(tmp_path / "big" / shape / f"{i}.png")
+    command = [sys.executable, os.path.join(ROOT, "prepare_data.py"),
+               f"--input={tmp_path / 'big'}", "--prepared_dir=cache"]
+    first = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not glob.glob(str(tmp_path / "cache" / "framed-*" / "chunk-*.npz")):
+        assert time.time() < deadline and first.poll() is None
+        time.sleep(0.05)
+    workers = children_of(first.pid)
+    first.kill()
+    first.wait()
+    assert workers
+    deadline = time.time() + 30
+    while any(map(running, workers)) and time.time() < deadline:
+        time.sleep(0.2)
+    assert not any(map(running, workers)), "framing processes outlived their killed parent"
+    second = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, second.stderr[-3000:]
+    before = int(re.search(r"([\d,]+) of 1,100 images framed before", second.stdout)
+                 .group(1).replace(",", ""))
+    assert 0 < before < 1100, second.stdout  # whole chunks, not all of them
+    assert re.search(r"framed 1,100 of 1,100 images", second.stdout), second.stdout
 
 
 def test_a_folder_becomes_the_users_pickle(tmp_path, capsys):

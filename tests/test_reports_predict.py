@@ -148,7 +148,7 @@ def test_predict_function_checks_its_input_and_gets_true_labels(trained_tiny, tm
 def test_embedded_default_end_to_end_with_digit_names(trained_digits, tmp_path):
     """The newcomer's path: no train.pkl, train, evaluate, predict a scanned-looking JPEG."""
     work, x, y = trained_digits
-    scored = run_in_process("evaluate.py", cwd=work)
+    scored = run_script("evaluate.py", cwd=work)
     assert scored.returncode == 0, scored.stderr[-3000:]
     assert re.search(r"^\s+7:7\s+\d\.\d{3}", scored.stdout, re.M)
     accuracy = float(re.search(r"test accuracy: (\d\.\d+)", scored.stdout).group(1))

@@ -128,8 +128,8 @@ def test_a_run_starts_from_a_trained_model_with_a_new_head_where_classes_differ(
     for a, b in zip(given, weights_of(tmp_path / "again" / "best.keras")):
         np.testing.assert_array_equal(a, b)
     # another network's weights cannot start this one
-    result = run_in_process("train.py", data, *TINY, "--dense_units=64", f"--init_from={source}",
-                            "--out_dir=wide", cwd=tmp_path)
+    result = run_script("train.py", data, *TINY, "--dense_units=64", f"--init_from={source}",
+                        "--out_dir=wide", cwd=tmp_path)
     assert_user_error(result, f"--init_from={source} is another network or has other sizes")
     # a model of this data split with another seed has seen this split's held-out images;
     # a model that started from one has too

@@ -146,10 +146,10 @@ def test_refusals_come_before_tensorflow_in_one_line(tmp_path, monkeypatch):
     tune = [f"--data={data}", "--out_dir=study", "--trials=1", "--epochs=1",
             *only(dropout="0.3..0.5")]
     assert run_in_process("tune.py", *tune, cwd=tmp_path).returncode == 0
-    assert_user_error(run_in_process("tune.py", *tune, "--epochs=2", cwd=tmp_path), "epochs",
+    assert_user_error(run_script("tune.py", *tune, "--epochs=2", cwd=tmp_path), "epochs",
                       "--study")
     # a folder holds one study (its trials' folders are named by number)
-    assert_user_error(run_in_process("tune.py", *tune, "--study=longer", cwd=tmp_path),
+    assert_user_error(run_script("tune.py", *tune, "--study=longer", cwd=tmp_path),
                       "holds study 'tune'", "another --out_dir")
 
 
