@@ -75,7 +75,6 @@ def folder_run(tmp_path_factory):
     return work, folder, result
 
 
-@pytest.mark.xdist_group("folder_run")  # one fixture build
 def test_a_folder_of_class_subfolders_trains_with_its_names(folder_run):
     work, folder, result = folder_run
     # 14 of the 24 circles and crosses; the bars, framed alike whatever their size, are
@@ -90,7 +89,6 @@ def test_a_folder_of_class_subfolders_trains_with_its_names(folder_run):
     assert model.output_shape == (None, 3)  # the head fits the data
 
 
-@pytest.mark.xdist_group("folder_run")  # one fixture build
 def test_evaluate_and_predict_show_the_folder_names(folder_run, tmp_path):
     work, folder, _ = folder_run
     checkpoint = f"--checkpoint={work / 'out' / 'best.keras'}"
@@ -114,7 +112,6 @@ def test_evaluate_and_predict_show_the_folder_names(folder_run, tmp_path):
     assert text.stdout.strip() == "blank.png: no character found", text.stdout
 
 
-@pytest.mark.xdist_group("folder_run")  # one fixture build
 def test_errors_name_the_file_of_a_folder_and_the_row_of_a_pickle(folder_run, tmp_path):
     import evaluate
     work, folder, _ = folder_run
@@ -146,7 +143,6 @@ def test_errors_name_the_file_of_a_folder_and_the_row_of_a_pickle(folder_run, tm
         assert (data[int(name.split()[1])] == pixels).all()
 
 
-@pytest.mark.xdist_group("folder_run")  # one fixture build
 def test_predict_from_python_answers_no_character_for_a_blank_image(folder_run):
     import predict
     work, _, _ = folder_run
@@ -159,7 +155,6 @@ def test_predict_from_python_answers_no_character_for_a_blank_image(folder_run):
     assert 0 <= labels[1] < 3 and 0 <= labels[2] < 3
 
 
-@pytest.mark.xdist_group("folder_run")  # one fixture build
 def test_a_model_file_on_its_own_predicts_evaluates_and_exports(folder_run, tmp_path):
     work, _, _ = folder_run
     lone = tmp_path / "my-model.keras"
@@ -186,7 +181,6 @@ def test_a_model_file_on_its_own_predicts_evaluates_and_exports(folder_run, tmp_
                                  cwd=tmp_path), "no readable run record")
 
 
-@pytest.mark.xdist_group("folder_run")  # one fixture build
 def test_tensorboard_logs_loss_accuracy_and_learning_rate_per_epoch(folder_run):
     from tensorflow.python.summary.summary_iterator import summary_iterator
     work, _, result = folder_run
@@ -459,7 +453,6 @@ CLASSIFY_FILES = textwrap.dedent("""
 """)
 
 
-@pytest.mark.xdist_group("folder_run")  # one fixture build
 def test_the_exported_model_reads_image_files_as_predict_does(folder_run, tmp_path):
     work, folder, _ = folder_run
     checkpoint = str(work / "out" / "best.keras")

@@ -145,7 +145,6 @@ def test_predict_function_checks_its_input_and_gets_true_labels(trained_tiny, tm
                                  cwd=tmp_path), "not a readable image")
 
 
-@pytest.mark.xdist_group("trained_digits")  # one fixture build
 def test_embedded_default_end_to_end_with_digit_names(trained_digits, tmp_path):
     """The newcomer's path: no train.pkl, train, evaluate, predict a scanned-looking JPEG."""
     work, x, y = trained_digits
@@ -258,7 +257,6 @@ def test_stroke_width_of_images():
 
 @pytest.mark.parametrize("make", [transparent_png, exif_rotated_jpeg, thin_pen_photo,
                                   with_stray_pixel])
-@pytest.mark.xdist_group("trained_digits")  # one fixture build
 def test_images_from_the_wild_read_like_their_originals(trained_digits, make):
     import framing
     import predict
@@ -286,7 +284,6 @@ def test_images_from_the_wild_read_like_their_originals(trained_digits, make):
     assert same.mean() >= 10 / 12, same
 
 
-@pytest.mark.xdist_group("trained_digits")  # one fixture build
 def test_predict_answers_from_litert_copies_without_tensorflow(trained_digits, tmp_path):
     """The first predict.py run writes LiteRT copies of the model and of the framing beside
     the checkpoint; the next answers the same from them with TensorFlow made unimportable. A

@@ -42,7 +42,6 @@ def post(client, data, name="drawing.png"):
                        content_type="multipart/form-data")
 
 
-@pytest.mark.xdist_group("trained_digits")  # one fixture build
 def test_page_and_a_good_image(client, trained_digits):
     _, x, y = trained_digits
     page = client.get("/")
@@ -57,7 +56,6 @@ def test_page_and_a_good_image(client, trained_digits):
     np.testing.assert_array_equal(np.asarray(seen) > 0, seven > 0)  # what the model saw
 
 
-@pytest.mark.xdist_group("trained_digits")  # one fixture build
 def test_bad_input_gets_a_clear_answer(client):
     empty = post(client, png_bytes(np.zeros((280, 280), np.uint8), "RGBA"))
     assert empty.status_code == 400 and "empty" in empty.json["error"]
@@ -79,7 +77,6 @@ def test_bad_input_gets_a_clear_answer(client):
     assert client.get("/predict").status_code == 405
 
 
-@pytest.mark.xdist_group("trained_digits")  # one fixture build
 def test_settings_of_serve(trained_digits):
     work, x, y = trained_digits
     app = serve.create_app(str(work / "out" / "best.keras"), labels="none", top=2,
@@ -107,7 +104,6 @@ def drawing_bytes():
     return png_bytes(canvas, "RGBA")
 
 
-@pytest.mark.xdist_group("trained_digits")  # one fixture build
 def test_requests_from_other_sites_are_refused(client):
     """Any page the user visits can send requests to 127.0.0.1: those its browser marks as
     from another site, or whose Origin is not the page's, are refused with one line."""
@@ -138,7 +134,6 @@ def test_requests_from_other_sites_are_refused(client):
     assert client.get("/", base_url="http://[::1]:8000").status_code == 200
 
 
-@pytest.mark.xdist_group("trained_digits")  # one fixture build
 def test_a_few_images_are_framed_at_once_the_rest_answered_busy(trained_digits, monkeypatch):
     """Images over --large_pixels are framed one at a time, the others --small_slots at a time,
     each kind apart: one more is answered 503 "busy" at once, and a large one being framed
@@ -184,7 +179,6 @@ def test_a_few_images_are_framed_at_once_the_rest_answered_busy(trained_digits, 
     assert post(app.test_client(), drawing).status_code == 200  # the slots were given back
 
 
-@pytest.mark.xdist_group("trained_digits")  # one fixture build
 def test_a_host_on_the_network_is_warned_about(trained_digits, monkeypatch, capsys):
     import werkzeug.serving
 
@@ -247,7 +241,6 @@ def server(served):
 
 @pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER),
                     reason="needs Debian's chromium and chromium-driver (.ci/run installs them)")
-@pytest.mark.xdist_group("trained_digits")  # one fixture build
 def test_drawing_in_a_real_browser(server, tmp_path):
     from selenium import webdriver
     from selenium.webdriver.common.action_chains import ActionChains
@@ -337,7 +330,6 @@ PEAK_MB = 2500  # the server's peak memory under attack: 1.84 GB here, 0.9 GB of
                 # (docs/design.md, "The page"); framing every upload at once took 3.1 GB
 
 
-@pytest.mark.xdist_group("trained_digits")  # one fixture build
 def test_the_page_answers_drawings_while_hostile_requests_keep_coming(served):
     """For 20 s, three threads send what a hostile page or program could: 40-megapixel PNGs
     of a 1-pixel line (grey, and see-through colour), a file that would decode to 400
