@@ -225,7 +225,7 @@ def read_image_folder(folder, names, files, work_dir, verbose=True, workers=None
     """(x N x 3136, y, the files of the rows: paths under the folder) from the (label, path)
     image files of a folder: each framed by framing.py, as predict.py frames a file, in chunks
     kept in `work_dir` (framed before: read back) by `workers` processes (None: one per CPU
-    core). Files that are not readable images, or hold no ink, are skipped with a warning
+    core, at most MAX_WORKERS). Files that are not readable images, or hold no ink, are skipped with a warning
     that names them; a class left with no image is refused."""
     from PIL import Image, UnidentifiedImageError
     unreadable = []
