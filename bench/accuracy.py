@@ -10,6 +10,7 @@ reference is bench/reference.py. Prints per seed and mean +- std (test accuracy,
 wall time) and the error reduction 1 - err_ours / err_ref, and writes the table as Markdown.
 """
 import dataclasses
+import importlib.metadata
 import json
 import os
 import platform
@@ -112,7 +113,10 @@ def machine():
             model = next(line.split(":", 1)[1].strip() for line in f if "model name" in line)
     except (OSError, StopIteration):
         pass
-    return f"{model}, {os.cpu_count()} cores, {platform.system()}, TensorFlow {tf.__version__}"
+    # (the installed version, read without starting TensorFlow: a table from cached runs
+    # alone needs no TensorFlow)
+    version = importlib.metadata.version("tensorflow")
+    return f"{model}, {os.cpu_count()} cores, {platform.system()}, TensorFlow {version}"
 
 
 def table(results, title, settings):

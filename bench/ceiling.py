@@ -94,8 +94,9 @@ def identical_conflicts(x, y):
 
 def load_models(paths, data="", data_seed=0):
     """[(checkpoint, model, run record)] of one split, of the runs trained on `data` (a file;
-    "": any) with `data_seed` (0: any); refuses models of different splits."""
-    models, wanted = [], None
+    "": any) with `data_seed` (0: any); refuses models of different splits (by their records,
+    before any model is loaded)."""
+    chosen, wanted = [], None
     if data:
         try:
             with open(data, "rb") as f:
@@ -104,20 +105,20 @@ def load_models(paths, data="", data_seed=0):
             raise UserError(f"--data={data}: file not found (pass the data the runs trained "
                             f"on, or leave --data empty)") from None
     for path in paths:
-        model, record = inference.load_checkpoint(path)
+        record = inference.read_record(path)
         if (data_seed and record["data"]["seed"] != data_seed) or \
                 (wanted and record["data"]["source_sha256"] != wanted):
             continue
-        first = models[0][2]["data"] if models else record["data"]
+        first = chosen[0][1]["data"] if chosen else record["data"]
         if (record["data"]["source_sha256"], record["data"]["seed"]) != \
                 (first["source_sha256"], first["seed"]):
             raise UserError(f"{path} was trained on other data or another seed than "
-                            f"{models[0][0]}: compare runs of one split (--data=PATH and "
+                            f"{chosen[0][0]}: compare runs of one split (--data=PATH and "
                             f"--data_seed=N pick them)")
-        models.append((path, model, record))
-    if len(models) < 2:
-        raise UserError(f"{len(models)} checkpoint(s) of one split: an ensemble needs at least 2")
-    return models
+        chosen.append((path, record))
+    if len(chosen) < 2:
+        raise UserError(f"{len(chosen)} checkpoint(s) of one split: an ensemble needs at least 2")
+    return [(path, inference.load_network(path), record) for path, record in chosen]
 
 
 def differing_settings(records):

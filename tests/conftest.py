@@ -126,7 +126,7 @@ def trained_digits(tmp_path_factory):
     import data_format
     import prepare_data
     work = tmp_path_factory.mktemp("digits")
-    trained = run_script("train.py", "--epochs=1", "--augment=False", cwd=work)
+    trained = run_in_process("train.py", "--epochs=1", "--augment=False", cwd=work)
     assert trained.returncode == 0, trained.stderr[-3000:]
     assert "EMBEDDED DEFAULT" in trained.stdout
     data = prepare_data.prepare(data_format.EMBEDDED, prepared_dir=str(work / "data"),

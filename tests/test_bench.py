@@ -263,7 +263,7 @@ def test_starting_points_compare_scratch_and_init_from(tmp_path, tiny_pickle):
     assert source.returncode == 0, source.stderr[-3000:]
     assert_user_error(run_script("bench/starting_points.py", "--per_class=3,x", cwd=tmp_path),
                       "--per_class=3,x")
-    result = run_script("bench/starting_points.py", f"--data={tiny_pickle}",
+    result = run_in_process("bench/starting_points.py", f"--data={tiny_pickle}",
                         "--sources=source/best.keras", "--per_class=3", "--seeds=2",
                         "--train_args=--epochs=1 --dense_units=16", "--work_dir=work",
                         "--output=points.md", cwd=tmp_path)
@@ -277,7 +277,7 @@ def test_starting_points_compare_scratch_and_init_from(tmp_path, tiny_pickle):
     record = json.loads((tmp_path / "work" / "runs" / "3-seed2-from1" / "best.json").read_text())
     assert record["settings"]["INIT_FROM"] == "source/best.keras" and record["data"]["seed"] == 2
     # the same command again reuses the finished runs
-    again = run_script("bench/starting_points.py", f"--data={tiny_pickle}",
+    again = run_in_process("bench/starting_points.py", f"--data={tiny_pickle}",
                        "--sources=source/best.keras", "--per_class=3", "--seeds=2",
                        "--train_args=--epochs=1 --dense_units=16", "--work_dir=work",
                        "--output=again.md", cwd=tmp_path)

@@ -25,7 +25,7 @@ import training
 import train
 from common import UserError, as_record, atomic_path
 from conftest import (ROOT, Killed, assert_user_error, killed_after, make_dataset, refusal,
-                      run_in_process, run_script, run_scripts_together, write_pickle)
+                      run_each_in_process, run_in_process, run_script, write_pickle)
 
 
 def history_rows(out_dir):
@@ -40,12 +40,13 @@ def weights_of(path):
     return [np.asarray(w) for w in keras.saving.load_model(path, compile=False).get_weights()]
 
 
-@pytest.mark.parametrize("schedule", ["plateau", "cosine"])  # rate from the history / the step
-def test_killed_run_resumes_exactly_like_an_uninterrupted_one(tmp_path, schedule):
+def test_killed_run_resumes_exactly_like_an_uninterrupted_one(tmp_path):
+    """A real kill -9 in the middle of a run (plateau: its rate comes from the history; the
+    cosine schedule's comes from the step, resumed in the next test)."""
     data = write_pickle(tmp_path / "train.pkl", make_dataset(per_class=20))
     args = [sys.executable, os.path.join(ROOT, "train.py"), f"--data={data}", "--epochs=5",
             "--patience=100", "--batch_size=16", "--deterministic=True", "--verbose=2",
-            f"--lr_schedule={schedule}"]
+            "--lr_schedule=plateau"]
     # the uninterrupted run beside the one that is killed (deterministic: the same either way)
     whole_errors = open(tmp_path / "whole.err", "w+")
     whole = subprocess.Popen([*args, "--out_dir=whole"], cwd=tmp_path, stdout=subprocess.DEVNULL,
@@ -82,8 +83,6 @@ def test_killed_run_resumes_exactly_like_an_uninterrupted_one(tmp_path, schedule
     assert history_rows(tmp_path / "out") == 5
     assert not (tmp_path / "out" / "resume").exists()
     assert sorted(os.listdir(tmp_path / "out")) == ["best.json", "best.keras", "history.csv"]
-    if schedule == "cosine":
-        return  # --fresh is the same for both schedules: shown once
 
     # --fresh starts over, and a worse epoch never replaces the better model of the same data
     kept = {name: (tmp_path / "out" / name).read_bytes()
@@ -98,6 +97,33 @@ def test_killed_run_resumes_exactly_like_an_uninterrupted_one(tmp_path, schedule
         assert (tmp_path / "out" / name).read_bytes() == content, name
     own = glob.glob(str(tmp_path / "out" / "history-*.csv"))
     assert len(own) == 1 and sum(1 for _ in open(own[0])) == 2  # its one epoch, beside
+
+
+def test_a_cosine_run_killed_after_a_resume_point_resumes_at_its_step(tmp_path, monkeypatch,
+                                                                      capsys):
+    """The cosine schedule's rate is a function of the step: a run killed right after its
+    second epoch's resume point goes on with the rates, losses and weights of a run never
+    stopped (in this process: the real kill -9 is the test above)."""
+    data = write_pickle(tmp_path / "train.pkl", make_dataset(per_class=6))
+    args = [data, "--epochs=4", "--patience=100", "--batch_size=16", "--lr_schedule=cosine",
+            "--dense_units=32", "--verbose=0", f"--prepared_dir={tmp_path / 'cache'}"]
+    train.main([*args, f"--out_dir={tmp_path / 'whole'}"])
+    killed_after(0, tmp_path / "out", monkeypatch, named="epoch-0002.keras")
+    with pytest.raises(Killed):
+        train.main([*args, f"--out_dir={tmp_path / 'out'}"])
+    monkeypatch.undo()
+    capsys.readouterr()
+    train.main([*args, f"--out_dir={tmp_path / 'out'}"])
+    resumed = capsys.readouterr().out
+    assert "resuming the run in" in resumed and "after epoch 2" in resumed
+    expected, record = (json.loads((tmp_path / name / "best.json").read_text())
+                        for name in ("whole", "out"))
+    rates = [row["learning_rate"] for row in record["history"]]
+    assert len(rates) == 4 and rates == sorted(rates, reverse=True) and rates[0] > rates[-1]
+    assert record["history"] == expected["history"]
+    for a, b in zip(weights_of(tmp_path / "out" / "best.keras"),
+                    weights_of(tmp_path / "whole" / "best.keras")):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_killed_at_every_write_a_run_resumes_to_the_uninterrupted_history(tmp_path,
@@ -156,16 +182,15 @@ def test_a_second_run_in_a_busy_folder_is_refused_and_the_first_runs_as_if_alone
             "--batch_size=16", "--verbose=2"]
     first = subprocess.Popen([*args, "--out_dir=out"], cwd=tmp_path, text=True,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    alone = subprocess.Popen([*args, "--out_dir=alone"], cwd=tmp_path, text=True,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.time() + 300
     while not (tmp_path / "out" / "resume" / "run.json").exists() and time.time() < deadline:
         time.sleep(0.05)
     second = run_script("train.py", f"--data={data}", "--epochs=1", "--fresh=True", cwd=tmp_path)
     assert_user_error(second, "out is in use by another training run", f"pid {first.pid}")
-    for process in (first, alone):
-        out, err = process.communicate(timeout=600)
-        assert process.returncode == 0, err[-3000:]
+    out, err = first.communicate(timeout=600)
+    assert first.returncode == 0, err[-3000:]
+    alone = run_in_process("train.py", *args[2:], "--out_dir=alone", cwd=tmp_path)  # alone
+    assert alone.returncode == 0, alone.stderr[-3000:]
     ran, expected = (json.loads((tmp_path / name / "best.json").read_text())
                      for name in ("out", "alone"))
     assert ran["history"] == expected["history"] and len(ran["history"]) == 3
@@ -403,7 +428,7 @@ def test_the_size_rule_chooses_cosine_for_a_small_split_and_plateau_for_a_large_
     # cosine decays over every epoch, so it never stops early; plateau stops after PATIENCE
     cases = ((5000, "cosine", "on throughout", 4),
              (100, "plateau", "on for the first 15 epochs, then off", 2))
-    results = run_scripts_together(*[
+    results = run_each_in_process(*[
         ("train.py", f"--data={tiny_pickle}", "--learning_rate=0", "--patience=1", "--epochs=4",
          f"--small_data={small_data}", f"--out_dir={schedule}") for small_data, schedule, _, _
         in cases], cwd=tmp_path)
@@ -493,9 +518,11 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_the_good_model(trained_tiny
 def test_same_seed_same_run_and_the_determinism_switch(tmp_path, tiny_pickle):
     runs, logs = [], []
     switches = (("a", "--deterministic=False"), ("b", "--deterministic=True"))
-    results = run_scripts_together(*[("train.py", f"--data={tiny_pickle}", "--epochs=2",
-                                      f"--out_dir={name}", switch) for name, switch in switches],
-                                   cwd=tmp_path)
+    # (the switch cannot be turned off again: its run is a process of its own)
+    results = [run_in_process("train.py", f"--data={tiny_pickle}", "--epochs=2", "--out_dir=a",
+                              switches[0][1], cwd=tmp_path),
+               run_script("train.py", f"--data={tiny_pickle}", "--epochs=2", "--out_dir=b",
+                          switches[1][1], cwd=tmp_path)]
     for (name, _), trained in zip(switches, results):
         assert trained.returncode == 0, trained.stderr[-3000:]
         runs.append(json.loads((tmp_path / name / "best.json").read_text())["history"])
@@ -514,7 +541,7 @@ def test_multiworker_training_refuses_a_keras_the_mend_does_not_know():
 
 def test_mirrored_strategy_path_runs_on_one_cpu_replica(tmp_path, tiny_pickle):
     # with the optional levers switched on, so that their code paths run under a strategy too
-    trained = run_script("train.py", f"--data={tiny_pickle}", "--distribute=mirrored",
+    trained = run_in_process("train.py", f"--data={tiny_pickle}", "--distribute=mirrored",
                          "--epochs=2",
                          "--lr_schedule=cosine", "--weight_decay=0.01",
                          "--label_smoothing=0.1", "--backend=imgaug", cwd=tmp_path)

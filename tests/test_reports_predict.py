@@ -309,9 +309,10 @@ def test_predict_answers_from_litert_copies_without_tensorflow(trained_digits, t
     Image.fromarray(see_through).save(tmp_path / "canvas.png")
     Image.new("L", (70, 70), 128).save(tmp_path / "blank.png")
     np.save(tmp_path / "arrays.npy", (rng.random((3, 3136)) < 0.2).astype(np.uint8))
-    command = ["predict.py", "--checkpoint=best.keras", "--json=True", *inputs,
+    command = ["predict.py", f"--checkpoint={tmp_path / 'best.keras'}", "--json=True", *inputs,
                "canvas.png", "blank.png", "arrays.npy"]
-    first = run_script(*command, cwd=tmp_path)
+    # (TensorFlow's runs in this process; the blocked ones are processes of their own)
+    first = run_in_process(*command, cwd=tmp_path)
     assert first.returncode == 0 and "wrote LiteRT copies" in first.stderr, first.stderr[-2000:]
     assert len(list((tmp_path / "lite").glob("*.tflite"))) == 2
     blocked = tmp_path / "blocked"
@@ -340,6 +341,6 @@ def test_predict_answers_from_litert_copies_without_tensorflow(trained_digits, t
                              cwd=tmp_path, capture_output=True, text=True, timeout=120,
                              env={**os.environ, "PYTHONPATH": str(blocked)})
     assert changed.returncode != 0 and "imported" in changed.stderr
-    plain = run_script(*command, "--lite=False", cwd=tmp_path)
+    plain = run_in_process(*command, "--lite=False", cwd=tmp_path)
     assert plain.returncode == 0 and "LiteRT" not in plain.stderr, plain.stderr[-2000:]
     assert plain.stdout == first.stdout

@@ -231,7 +231,8 @@ def test_calibration_measures():
 
 
 def test_model_py_shows_the_teacher_and_refuses_bad_widths(tmp_path):
-    result = run_script("model.py", "--network=teacher", "--teacher_widths=8p,16", cwd=tmp_path)
+    result = run_in_process("model.py", "--network=teacher", "--teacher_widths=8p,16",
+                            cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     count = model.build_teacher(36, "8p,16").count_params()
     assert f"parameters: {count:,}" in result.stdout and '"teacher"' in result.stdout
