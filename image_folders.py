@@ -1,5 +1,6 @@
-"""Folders of class subfolders of images, read as training data: each image framed by
-framing.py (as predict.py frames a file) into the 56x56 binary format.
+"""Folders of class subfolders of images, read as training data: each image framed into the
+56x56 binary format as predict.py frames a file, by framing_numpy.py (framing.py's framing to
+the bit, several times faster an image).
 
 A big folder is framed in chunks of CHUNK_FILES images, by one worker process per CPU core
 (at most MAX_WORKERS), with a progress bar on a terminal (a line every LOG_EVERY images in a
@@ -83,16 +84,18 @@ def refuse_empty_classes(folder, names, labels):
 # ---------------------------------------------------------------------------- framing
 
 def frame_files(paths):
-    """(N x 3136 uint8 pixels, N statuses) of image files: FRAMED, UNREADABLE (not an image
-    that decodes) or BLANK (no ink; its pixels all 0)."""
-    import framing  # TensorFlow: loaded only when images are framed
+    """(N x 3136 uint8 pixels, N statuses) of image files, decoded as predict.py decodes them
+    and framed by framing_numpy: FRAMED, UNREADABLE (not an image that decodes) or BLANK (no
+    ink; its pixels all 0)."""
+    import framing  # (TensorFlow: loaded only when images are framed)
+    import framing_numpy
     pixels = np.zeros((len(paths), framing.SIDE * framing.SIDE), np.uint8)
     status = np.full(len(paths), FRAMED, np.int8)
     for row, path in enumerate(paths):
         try:
             with open(path, "rb") as f:
                 raw = f.read()
-            pixels[row] = framing.read_image_file(raw, path)
+            pixels[row] = framing.read_image_file(raw, path, framer=framing_numpy.frame)
         except (OSError, UserError):  # (OSError: gone, or unreadable, since it was listed)
             status[row] = UNREADABLE
             continue
@@ -103,10 +106,9 @@ def frame_files(paths):
 
 def start_worker():
     """A framing process: Ctrl-C is for the parent to handle, it ends when its parent does
-    (killed, even with -9), and TensorFlow runs each op on this one thread, on the CPU. A
-    framing is hundreds of small ops; handing each to a pool of threads costs more than it
-    computes (one thread framed 1.6x faster, bench/README.md), and one process per core keeps
-    every core busy."""
+    (killed, even with -9), and TensorFlow (the resize's small matrix products) runs on this
+    one thread, on the CPU, as numpy does: one process per core keeps every core busy, without
+    pools of threads competing for them."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     parent = os.getppid()
 

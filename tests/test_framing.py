@@ -188,6 +188,30 @@ def test_images_within_mask_side_frame_exactly_as_before():
                                       ink_as_before(image).numpy(), err_msg=f"image {i}")
 
 
+def test_the_numpy_framing_of_folders_is_framing_pys_to_the_bit():
+    """framing_numpy.frame (image folders) against framing.frame (predict.py, the page, the
+    exports) on images of every kind, within MASK_SIDE and over it (ink shrunk twice: for the
+    frame and for the speck rule), blank and of one value, and in every setting's regime:
+    widened or not, specks out or kept."""
+    import framing_numpy
+    rng = np.random.default_rng(9)
+    images = list(varied_images(48, seed=3))
+    for height, width in ((600, 900), (1400, 500), (449, 449)):  # over MASK_SIDE
+        mask = np.zeros((height, width), bool)
+        mask[height // 5:height - height // 5, width // 3:width // 3 + rng.integers(1, 40)] = True
+        mask[height // 5:height // 5 + rng.integers(1, 40), width // 4:width - width // 4] = True
+        mask |= rng.random((height, width)) < 0.0005  # specks of one pixel
+        images.append(np.where(mask, 20, 230).astype(np.uint8))
+    images += [np.full((70, 90), 128, np.uint8), np.zeros((56, 56), np.uint8),
+               np.eye(56, dtype=np.uint8) * 255]
+    for i, image in enumerate(images):
+        for min_stroke, speck_share in ((3.0, 0.01), (9.0, 0.0), (1.0, 0.2), (0.0, 0.05)):
+            np.testing.assert_array_equal(
+                framing_numpy.frame(image, min_stroke, speck_share),
+                framing.frame(image, min_stroke, speck_share),
+                err_msg=f"image {i}, {image.shape}, {min_stroke}, {speck_share}")
+
+
 def any_ink_shrunk(mask, side):
     """numpy's shrink of a mask to at most `side` a side: any ink in a square makes ink."""
     factor = -(-max(mask.shape) // side)
