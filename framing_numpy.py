@@ -8,8 +8,10 @@ operations on the same values (the ink's 256 levels, counts of pixels), so that 
 summing can change a result; the 8-connected blobs of the speck rule are scipy's
 (`ndimage.label` finds the blobs that framing.py's labelling loop spreads through); and the
 last step, the antialiased resize into the frame, whose sums of products could round
-otherwise, is framing.py's own: its TensorFlow weights and matrix products.
-predict.py, the page and the exports keep framing.py's graph, which runs without Python.
+otherwise, is framing.py's own: its TensorFlow weights and matrix products (on the CPU).
+predict.py, the page and the exports keep framing.py's graph, which a SavedModel and a LiteRT
+file can carry; numpy cannot be exported. (The same for the settings the scripts accept:
+min_stroke of at most 20, speck_share in [0, 1).)
 """
 import functools
 
@@ -53,6 +55,15 @@ def ink_levels(image):
     table = np.clip((levels - background) / np.maximum(brightest - background, F32(1)),
                     F32(0), F32(1))
     return table, gray
+
+
+def ink_mask(table, levels):
+    """The pixels whose ink is over 0.5. The table rises or falls with the level, so they are
+    one range of levels: two comparisons of the uint8 levels, no copy of 8 bytes a pixel."""
+    over = np.flatnonzero(table > 0.5)
+    if not len(over):
+        return np.zeros(levels.shape, bool)
+    return (levels >= over[0]) & (levels <= over[-1])
 
 
 def shrunk(mask, side):
@@ -99,9 +110,10 @@ def traced_resize_weights():
         tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.int32)]).get_concrete_function()
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=512)
 def resize_weights(source, target):
-    """The resize's weights for one axis (the same few sizes recur over a folder)."""
+    """The resize's weights for one axis (the same sizes recur over a folder; each at most
+    55 x 448 floats)."""
     return traced_resize_weights()(tf.constant(source), tf.constant(target))
 
 
@@ -113,8 +125,9 @@ def fit_to_frame(mask):
     crop = mask[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1].astype(F32)
     shape = np.array(crop.shape, F32)
     size = np.maximum(np.round(shape * (F32(SIDE - 1) / shape.max())).astype(np.int32), 1)
-    scaled = tf.matmul(tf.matmul(resize_weights(crop.shape[0], int(size[0])), crop),
-                       resize_weights(crop.shape[1], int(size[1])), transpose_b=True).numpy()
+    with tf.device("/CPU:0"):  # as framing.py's graph runs (a GPU's products may round otherwise)
+        scaled = tf.matmul(tf.matmul(resize_weights(crop.shape[0], int(size[0])), crop),
+                           resize_weights(crop.shape[1], int(size[1])), transpose_b=True).numpy()
     top, left = (SIDE - size) // 2
     framed = np.zeros((SIDE, SIDE), np.uint8)
     framed[top:top + size[0], left:left + size[1]] = scaled >= 0.5
@@ -132,14 +145,14 @@ def frame(image, min_stroke=framing.MIN_STROKE, speck_share=framing.SPECK_SHARE)
         bright = ink > (ink.min() + ink.max()) / F32(2)
         return (~bright if 2 * np.count_nonzero(bright) > bright.size else bright).astype(
             np.uint8).ravel()
-    mask = without_specks(shrunk((table > 0.5)[levels], framing.MASK_SIDE)[0], speck_share)
+    mask = without_specks(shrunk(ink_mask(table, levels), framing.MASK_SIDE)[0], speck_share)
     if not mask.any():
         return np.zeros(SIDE * SIDE, np.uint8)
     rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
     scale = F32(SIDE - 1) / F32(max(rows[-1] + 1 - rows[0], cols[-1] + 1 - cols[0]))
     widen = np.ceil((F32(min_stroke or framing.MIN_STROKE) / scale - stroke_width(mask))
                     / F32(2))
-    widen = min(int(widen), max(mask.shape))
+    widen = int(min(widen, F32(max(mask.shape))))
     if widen >= 1:  # by a square of 2 * widen + 1 pixels, around the ink only
         top, left = max(rows[0] - widen, 0), max(cols[0] - widen, 0)
         mask = ndimage.maximum_filter(mask[top:rows[-1] + 1 + widen, left:cols[-1] + 1 + widen],

@@ -21,9 +21,10 @@ from common import UserError, atomic_path, quiet_native_stderr
 import data_format
 
 FOLDER_FORMAT = "folder-v2"  # hashed with a folder's files: bump when the framing changes
+                             # (framing.py, and framing_numpy.py with it)
 CHUNK_FILES = 500         # images framed, and kept, at a time: what a kill can lose
-MAX_WORKERS = 8           # framing processes at most: each holds TensorFlow, and up to 1.5 GB
-                          # while it frames a photo of 40 megapixels (docs/design.md)
+MAX_WORKERS = 8           # framing processes at most: each holds TensorFlow (for the resize),
+                          # and a photo of 40 megapixels while it frames it
 LOG_EVERY = 2000          # without a terminal, a progress line every this many images
 FRAMED, UNREADABLE, BLANK = 0, 1, 2  # what became of each file
 STATUSES = (FRAMED, UNREADABLE, BLANK)
@@ -225,10 +226,10 @@ def frame_chunks(chunks, names, work_dir, progress, workers):
 def read_image_folder(folder, names, files, work_dir, verbose=True, workers=None,
                       chunk_files=CHUNK_FILES):
     """(x N x 3136, y, the files of the rows: paths under the folder) from the (label, path)
-    image files of a folder: each framed by framing.py, as predict.py frames a file, in chunks
+    image files of a folder: each framed as predict.py frames a file (framing_numpy), in chunks
     kept in `work_dir` (framed before: read back) by `workers` processes (None: one per CPU
-    core, at most MAX_WORKERS). Files that are not readable images, or hold no ink, are skipped with a warning
-    that names them; a class left with no image is refused."""
+    core, at most MAX_WORKERS). Files that are not readable images, or hold no ink, are
+    skipped with a warning that names them; a class left with no image is refused."""
     from PIL import Image, UnidentifiedImageError
     unreadable = []
     for _, path in files:  # first the files' headers: a class of no images answers at once

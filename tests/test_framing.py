@@ -202,8 +202,17 @@ def test_the_numpy_framing_of_folders_is_framing_pys_to_the_bit():
         mask[height // 5:height // 5 + rng.integers(1, 40), width // 4:width - width // 4] = True
         mask |= rng.random((height, width)) < 0.0005  # specks of one pixel
         images.append(np.where(mask, 20, 230).astype(np.uint8))
-    images += [np.full((70, 90), 128, np.uint8), np.zeros((56, 56), np.uint8),
-               np.eye(56, dtype=np.uint8) * 255]
+    thin_lines = np.full((56, 300), 200, np.uint8)
+    thin_lines[[0, 55]] = 0  # two lines of one pixel, at the edges
+    images += [np.full((70, 90), 128, np.uint8), np.zeros((56, 56), np.uint8),  # one value
+               np.eye(56, dtype=np.uint8) * 255, 255 - np.eye(56, dtype=np.uint8) * 255,
+               thin_lines]  # (two values at 56x56: the minority is the ink)
+    three_levels = np.full((56, 56), 250, np.uint8)
+    three_levels[10:40, 20:26], three_levels[30:34, 5:50] = 0, 3  # two of them clip alike
+    see_through = np.zeros((56, 56, 2), np.uint8)
+    see_through[..., 1] = np.where(rng.random((56, 56)) < 0.7, 255, 0)  # most of it ink
+    images += [three_levels, see_through, np.dstack([three_levels, np.full_like(three_levels,
+                                                                                 255)])]
     for i, image in enumerate(images):
         for min_stroke, speck_share in ((3.0, 0.01), (9.0, 0.0), (1.0, 0.2), (0.0, 0.05)):
             np.testing.assert_array_equal(

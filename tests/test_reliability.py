@@ -519,6 +519,8 @@ def test_same_seed_same_run_and_the_determinism_switch(tmp_path, tiny_pickle):
     runs, logs = [], []
     switches = (("a", "--deterministic=False"), ("b", "--deterministic=True"))
     # (the switch cannot be turned off again: its run is a process of its own)
+    from tensorflow.python.framework import config  # (the public half lacks the query)
+    assert not config.is_op_determinism_enabled()  # no other test here turned it on
     results = [run_in_process("train.py", f"--data={tiny_pickle}", "--epochs=2", "--out_dir=a",
                               switches[0][1], cwd=tmp_path),
                run_script("train.py", f"--data={tiny_pickle}", "--epochs=2", "--out_dir=b",

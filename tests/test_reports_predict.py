@@ -341,6 +341,9 @@ def test_predict_answers_from_litert_copies_without_tensorflow(trained_digits, t
                              cwd=tmp_path, capture_output=True, text=True, timeout=120,
                              env={**os.environ, "PYTHONPATH": str(blocked)})
     assert changed.returncode != 0 and "imported" in changed.stderr
+    import predict  # (a new process would read the changed file: so does this one)
+    predict.read_record.cache_clear()
+    predict.load_model.cache_clear()
     plain = run_in_process(*command, "--lite=False", cwd=tmp_path)
     assert plain.returncode == 0 and "LiteRT" not in plain.stderr, plain.stderr[-2000:]
     assert plain.stdout == first.stdout
